@@ -1,0 +1,71 @@
+"""enkash-coins: the async Python SDK for crediting EnKash loyalty coins.
+
+Everything public is importable from here; the modules behind it are private.
+"""
+
+from ._auth import Auth, PasswordGrant, StaticToken
+from ._client import CoinAllocator
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    ClientClosedError,
+    ConnectError,
+    EnKashError,
+    HTTPStatusError,
+    InvalidInputError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTimeoutError,
+    ResponseDecodeError,
+    ServerError,
+    TransportError,
+)
+from ._fake import FakeEnKash, LedgerEntry, LoggedRequest
+from ._fake._faults import Faults
+from ._ids import derive_request_id, new_request_id
+from ._models import Allocation, AllocationRequest, CoinEvent, Configuration
+from ._retry import RetryEvent, RetryPolicy
+from ._transports import AiohttpTransport, InMemoryTransport, Request, Response, Transport
+from ._version import __version__
+
+__all__ = [
+    "APIError",
+    "AiohttpTransport",
+    "Allocation",
+    "AllocationRequest",
+    "Auth",
+    "AuthenticationError",
+    "ClientClosedError",
+    "CoinAllocator",
+    "CoinEvent",
+    "Configuration",
+    "ConnectError",
+    "EnKashError",
+    "FakeEnKash",
+    "Faults",
+    "HTTPStatusError",
+    "InMemoryTransport",
+    "InvalidInputError",
+    "InvalidRequestError",
+    "LedgerEntry",
+    "LoggedRequest",
+    "NotFoundError",
+    "PasswordGrant",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "Request",
+    "RequestTimeoutError",
+    "Response",
+    "ResponseDecodeError",
+    "RetryEvent",
+    "RetryPolicy",
+    "ServerError",
+    "StaticToken",
+    "Transport",
+    "TransportError",
+    "__version__",
+    "derive_request_id",
+    "new_request_id",
+]

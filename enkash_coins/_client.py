@@ -1,0 +1,357 @@
+"""CoinAllocator: the one object a service builds, shares across tasks and awaits."""
+
+from __future__ import annotations
+
+import enum
+import json
+import urllib.parse
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import attrs
+import cattrs
+
+from ._auth import Auth
+from ._converter import converter
+from ._exceptions import (
+    APIError,
+    ClientClosedError,
+    ConnectError,
+    EnKashError,
+    InvalidInputError,
+    InvalidRequestError,
+    NotFoundError,
+    ResponseDecodeError,
+)
+from ._ids import new_request_id
+from ._models import (
+    Allocation,
+    AllocationRequest,
+    CoinEvent,
+    Configuration,
+    CreateEventBody,
+    Envelope,
+    UpdateEventBody,
+    check_amount,
+    check_text,
+)
+from ._response import check_response
+from ._retry import RetryEvent, RetryPolicy, retrying
+from ._transports import Request, Transport
+
+__all__ = ["CoinAllocator"]
+
+ALLOCATE_PATH = "/api/v0/enkash-coins/allocate-coin"
+CREATE_EVENT_PATH = "/api/v0/enkash-coins/create-coins-config"
+EVENT_PATH = "/api/v0/enkash-coins/"
+BALANCE_PATH = "/api/v0/coins/balance"
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_ACCEPT = {"Accept": "application/json"}
+# A refusal of the identical body proves that no earlier attempt was applied either.
+_DEFINITIVE = (APIError, InvalidRequestError, NotFoundError)
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+class _Call:
+    """What one logical call remembers across its attempts."""
+
+    __slots__ = ("attempts", "maybe_applied", "operation", "request_id")
+
+    def __init__(self, operation: str, request_id: str | None) -> None:
+        self.operation = operation
+        self.request_id = request_id
+        self.attempts = 0
+        self.maybe_applied = False
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class CoinAllocator:
+    """Credits EnKash coins. Build one per process, share it, close it once.
+
+    Args:
+        transport: how requests travel (:class:`AiohttpTransport` in production,
+            :class:`InMemoryTransport` in tests).
+        auth: where bearer tokens come from (:class:`StaticToken`, :class:`PasswordGrant`).
+        company_id: the company used when a call does not name one.
+        retry: the :class:`RetryPolicy` for transient failures.
+        request_id_factory: makes a requestId when a call does not give one.
+        on_retry: called with a :class:`RetryEvent` before each retry waits.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        auth: Auth,
+        company_id: str | None = None,
+        retry: RetryPolicy | None = None,
+        request_id_factory: Callable[[], str] = new_request_id,
+        on_retry: Callable[[RetryEvent], object] | None = None,
+    ) -> None:
+        if not isinstance(transport, Transport):
+            raise InvalidInputError(f"transport must implement Transport, not {type(transport).__name__}")
+        if not isinstance(auth, Auth):
+            raise InvalidInputError(f"auth must implement Auth, not {type(auth).__name__}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError("retry must be a RetryPolicy")
+        self.transport = transport
+        self.auth = auth
+        self.company_id = None if company_id is None else check_text("company_id", company_id, is_id=True)
+        self.retry = retry or RetryPolicy()
+        self._new_id = request_id_factory
+        self._state = _State.UNOPENED
+        self._conv: cattrs.Converter = converter()
+        self._unstructure_allocation = self._conv.get_unstructure_hook(AllocationRequest)
+        # Idempotent calls retry every transient failure; a call without an
+        # idempotency key (create_event) only those that prove nothing was sent.
+        self._send_idempotent = retrying(self._attempt, self.retry, giveup=_never, on_retry=on_retry)
+        self._send_once = retrying(self._attempt, self.retry, giveup=_maybe_sent, on_retry=on_retry)
+
+    def __repr__(self) -> str:
+        return f"CoinAllocator({self.transport!r}, company_id={self.company_id!r}, state={self._state.value})"
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> CoinAllocator:
+        if self._state is _State.CLOSED:
+            raise ClientClosedError("this CoinAllocator is closed; build a new one")
+        self._state = _State.OPENED
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the transport and its connections. Closing twice is harmless."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        await self.transport.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._state is _State.CLOSED
+
+    # -- allocations -------------------------------------------------------
+
+    async def allocate(
+        self,
+        *,
+        user_id: str,
+        event: str,
+        request_id: str | None = None,
+        company_id: str | None = None,
+    ) -> Allocation:
+        """Credit ``user_id`` the coins configured for ``event``.
+
+        ``request_id`` is sent as given, or generated. Every retry re-sends the
+        identical body with the same ``request_id``, which EnKash applies at most
+        once (see README, "Idempotency and retries").
+
+        Raises:
+            InvalidInputError: before anything is sent.
+            APIError: EnKash refused it (non-zero ``response_code``); final.
+            HTTPStatusError, TransportError, ResponseDecodeError: see ``outcome_unknown``.
+        """
+        request = AllocationRequest(
+            user_id=user_id, event=event, request_id=request_id, company_id=company_id
+        )
+        return await self.allocate_request(request)
+
+    def resolve(self, request: AllocationRequest) -> AllocationRequest:
+        """Fill in the company and a generated requestId where ``request`` has none."""
+        company_id = request.company_id or self.company_id
+        if company_id is None:
+            raise InvalidInputError(
+                "company_id is required: pass it to this call or to CoinAllocator(company_id=...)"
+            )
+        if request.request_id is not None and request.company_id is not None:
+            return request
+        return attrs.evolve(
+            request,
+            company_id=company_id,
+            request_id=request.request_id if request.request_id is not None else self._new_id(),
+        )
+
+    async def allocate_request(self, request: AllocationRequest) -> Allocation:
+        """Send one :class:`AllocationRequest` (see :meth:`allocate`)."""
+        if not isinstance(request, AllocationRequest):
+            raise InvalidInputError(f"expected an AllocationRequest, not {type(request).__name__}")
+        request = self.resolve(request)
+        envelope = await self._call(
+            "allocate", "POST", ALLOCATE_PATH, body=_dumps(self._unstructure_allocation(request)),
+            request_id=request.request_id, mutating=True,
+        )
+        payload = envelope.payload
+        assert request.request_id is not None and request.company_id is not None
+        return Allocation(
+            request_id=request.request_id,
+            company_id=request.company_id,
+            user_id=request.user_id,
+            event=request.event,
+            message=payload if isinstance(payload, str) else envelope.response_message,
+        )
+
+    # -- events and balances ----------------------------------------------
+
+    async def create_event(
+        self,
+        *,
+        event: str,
+        amount: int,
+        configuration: Configuration | str = Configuration.DEFAULT,
+        company_id: str | None = None,
+    ) -> CoinEvent:
+        """Configure ``event`` to credit ``amount`` coins per allocation.
+
+        Not retried once the request may have reached EnKash (the call has no
+        idempotency key): only failures that prove nothing was sent are retried.
+        """
+        body = CreateEventBody(
+            configuration=Configuration.parse(configuration),
+            company_id=self._company(company_id),
+            event=check_text("event", event, is_id=False),
+            amount=check_amount(amount),
+        )
+        envelope = await self._call(
+            "create_event", "POST", CREATE_EVENT_PATH,
+            body=_dumps(self._conv.unstructure(body)), mutating=True, idempotent=False,
+        )
+        return self._coin_event(envelope)
+
+    async def get_event(self, coin_config_id: str) -> CoinEvent:
+        """Read one event configuration by the ``coin_config_id`` create returned."""
+        path = EVENT_PATH + _segment("coin_config_id", coin_config_id)
+        return self._coin_event(await self._call("get_event", "GET", path))
+
+    async def update_event(
+        self,
+        coin_config_id: str,
+        *,
+        amount: int | None = None,
+        configuration: Configuration | str | None = None,
+        company_id: str | None = None,
+        event: str | None = None,
+    ) -> CoinEvent:
+        """Change an event configuration; only the fields given are sent (PATCH).
+
+        Retried like a GET: it sets absolute values, so a replay changes nothing more.
+        """
+        path = EVENT_PATH + _segment("coin_config_id", coin_config_id)
+        body = UpdateEventBody(
+            amount=None if amount is None else check_amount(amount),
+            configuration=None if configuration is None else Configuration.parse(configuration),
+            company_id=None if company_id is None else check_text("company_id", company_id, is_id=True),
+            event=None if event is None else check_text("event", event, is_id=False),
+        )
+        fields = self._conv.unstructure(body)
+        if not fields:
+            raise InvalidInputError("update_event needs at least one of amount, configuration, company_id, event")
+        envelope = await self._call("update_event", "PATCH", path, body=_dumps(fields), mutating=True)
+        return self._coin_event(envelope)
+
+    async def get_balance(self, *, user_id: str) -> int:
+        """The user's coin balance."""
+        check_text("user_id", user_id, is_id=True)
+        path = f"{BALANCE_PATH}?{urllib.parse.urlencode({'userId': user_id})}"
+        payload = (await self._call("get_balance", "GET", path)).payload
+        if isinstance(payload, bool) or not isinstance(payload, int):
+            raise ResponseDecodeError(
+                f"balance payload is {type(payload).__name__}, expected an integer"
+            )
+        return payload
+
+    # -- the one path every call takes ------------------------------------
+
+    def _company(self, company_id: str | None) -> str:
+        if company_id is not None:
+            return check_text("company_id", company_id, is_id=True)
+        if self.company_id is None:
+            raise InvalidInputError(
+                "company_id is required: pass it to this call or to CoinAllocator(company_id=...)"
+            )
+        return self.company_id
+
+    def _coin_event(self, envelope: Envelope) -> CoinEvent:
+        try:
+            return self._conv.structure(envelope.payload, CoinEvent)
+        except (cattrs.BaseValidationError, ValueError, TypeError, KeyError, AttributeError):
+            raise ResponseDecodeError(
+                "event payload is not {coinConfigId, configuration, event, amount}"
+            ) from None
+
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        request_id: str | None = None,
+        mutating: bool = False,
+        idempotent: bool = True,
+    ) -> Envelope:
+        if self._state is _State.CLOSED:
+            raise ClientClosedError("this CoinAllocator is closed; build a new one")
+        request = Request(method, path, _JSON_HEADERS if body else _ACCEPT, body)
+        call = _Call(operation, request_id)
+        send = self._send_idempotent if idempotent else self._send_once
+        try:
+            return await send(request, call)
+        except EnKashError as error:
+            error.request_id = request_id
+            error.attempts = call.attempts
+            error.outcome_unknown = mutating and call.maybe_applied and not isinstance(error, _DEFINITIVE)
+            raise
+
+    async def _attempt(self, request: Request, call: _Call) -> Envelope:
+        call.attempts += 1
+        try:
+            token = await self.auth.get_token(self.transport)
+        except EnKashError as error:
+            error._before_send = True
+            raise
+        try:
+            response = await self.transport.send(_with_token(request, token))
+            if response.status == 401 and self.auth.invalidate(token):
+                token = await self.auth.get_token(self.transport)
+                response = await self.transport.send(_with_token(request, token))
+            return check_response(response, request_id=call.request_id)
+        except EnKashError as error:
+            if not isinstance(error, ConnectError) and not error._before_send and (
+                error.retryable or isinstance(error, ResponseDecodeError)
+            ):
+                call.maybe_applied = True
+            raise
+
+
+def _with_token(request: Request, token: str) -> Request:
+    return Request(request.method, request.path,
+                   {**request.headers, "Authorization": f"Bearer {token}"}, request.content)
+
+
+def _segment(what: str, value: str) -> str:
+    return urllib.parse.quote(check_text(what, value, is_id=True), safe="")
+
+
+def _never(error: EnKashError) -> bool:
+    return False
+
+
+def _maybe_sent(error: EnKashError) -> bool:
+    return not (isinstance(error, ConnectError) or error._before_send)

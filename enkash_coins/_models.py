@@ -1,0 +1,190 @@
+"""Request and result values: frozen, slotted attrs classes that validate themselves.
+
+Validation happens here, at construction, so bad input raises
+:class:`InvalidInputError` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import enum
+import unicodedata
+from typing import Any
+
+import attrs
+
+from ._exceptions import InvalidInputError
+
+__all__ = [
+    "Allocation",
+    "AllocationRequest",
+    "CoinEvent",
+    "Configuration",
+    "Envelope",
+]
+
+#: Longest id or event name accepted. The API documents no limit (see the reference's
+#: "Not documented" list); this bound only keeps absurd input off the wire.
+MAX_TEXT_LENGTH = 128
+#: Largest coin amount accepted for an event (undocumented upstream; an assumption).
+MAX_AMOUNT = 1_000_000_000
+_PATH_UNSAFE = frozenset("/?#%\\")
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def check_text(what: str, value: object, *, is_id: bool) -> str:
+    """Return ``value`` if it is a usable id (``is_id``) or event name, else raise.
+
+    Ids end up in URL paths and query strings, so they may not contain whitespace
+    or ``/ ? # % \\``; event names may contain inner spaces.
+    """
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
+    if not value:
+        raise InvalidInputError(f"{what} must not be empty")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidInputError(
+            f"{what} is {len(value)} characters long; at most {MAX_TEXT_LENGTH} are accepted"
+        )
+    if value != value.strip():
+        raise InvalidInputError(f"{what} {_shown(value)} has surrounding whitespace")
+    for char in value:
+        if unicodedata.category(char)[0] == "C":
+            raise InvalidInputError(f"{what} {_shown(value)} contains a control character")
+        if is_id and (char.isspace() or char in _PATH_UNSAFE):
+            raise InvalidInputError(
+                f"{what} {_shown(value)} contains {char!r}; ids may not contain "
+                "whitespace or any of / ? # % \\"
+            )
+    return value
+
+
+def check_amount(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"amount must be an integer, not {type(value).__name__}")
+    if not 0 < value <= MAX_AMOUNT:
+        raise InvalidInputError(f"amount must be between 1 and {MAX_AMOUNT}, not {value}")
+    return value
+
+
+def _id(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None or attribute.default is attrs.NOTHING:
+        check_text(attribute.name, value, is_id=True)
+
+
+def _name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_text(attribute.name, value, is_id=False)
+
+
+class Configuration(str, enum.Enum):
+    """How an event's coin amount is configured.
+
+    Values EnKash adds later still decode: ``Configuration("NEW")`` yields a
+    pseudo-member whose ``value`` is ``"NEW"`` instead of crashing a response decode.
+    Input from callers is checked strictly against the known members.
+    """
+
+    DEFAULT = "DEFAULT"
+    CUSTOM = "CUSTOM"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Configuration | None:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value
+        member._value_ = value
+        return member
+
+    @classmethod
+    def parse(cls, value: object) -> Configuration:
+        """Strictly parse caller input: only the documented members are accepted."""
+        if isinstance(value, Configuration) and value.name in cls.__members__:
+            return value
+        if isinstance(value, str) and value in cls.__members__:
+            return cls[value]
+        raise InvalidInputError(
+            f"configuration must be one of {', '.join(cls.__members__)}, not {value!r}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class AllocationRequest:
+    """One allocation: credit ``user_id`` the coins configured for ``event``.
+
+    ``request_id`` and ``company_id`` may be left out; the allocator then generates
+    the id and uses its own company. A given ``request_id`` is sent as is.
+    """
+
+    company_id: str | None = attrs.field(default=None, validator=_id)
+    event: str = attrs.field(validator=_name)
+    request_id: str | None = attrs.field(default=None, validator=_id)
+    user_id: str = attrs.field(validator=_id)
+
+    @classmethod
+    def from_mapping(cls, data: object) -> AllocationRequest:
+        """Build from a mapping with the same keys (``user_id``, ``event``, ...)."""
+        if isinstance(data, AllocationRequest):
+            return data
+        if not isinstance(data, dict):
+            raise InvalidInputError(
+                f"an allocation must be an AllocationRequest or a mapping, not {type(data).__name__}"
+            )
+        unknown = set(data) - _REQUEST_KEYS
+        if unknown:
+            raise InvalidInputError(f"unknown allocation field(s): {', '.join(sorted(map(str, unknown)))}")
+        missing = {"user_id", "event"} - set(data)
+        if missing:
+            raise InvalidInputError(f"allocation is missing {', '.join(sorted(missing))}")
+        return cls(**data)
+
+
+_REQUEST_KEYS = frozenset(a.name for a in attrs.fields(AllocationRequest))
+
+
+@attrs.frozen(kw_only=True)
+class Allocation:
+    """A successful allocation, as acknowledged by EnKash."""
+
+    request_id: str
+    company_id: str
+    user_id: str
+    event: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class CoinEvent:
+    """A coin event configuration: ``amount`` coins are credited per allocation of ``event``."""
+
+    coin_config_id: str
+    configuration: Configuration
+    event: str
+    amount: int
+
+
+@attrs.frozen
+class Envelope:
+    """The JSON envelope every coins endpoint answers with."""
+
+    response_code: int
+    response_message: str
+    payload: Any = None
+
+
+@attrs.frozen(kw_only=True)
+class CreateEventBody:
+    configuration: Configuration
+    company_id: str
+    event: str
+    amount: int
+
+
+@attrs.frozen(kw_only=True)
+class UpdateEventBody:
+    amount: int | None = None
+    configuration: Configuration | None = None
+    company_id: str | None = None
+    event: str | None = None

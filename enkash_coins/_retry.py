@@ -1,0 +1,117 @@
+"""Retry policy and the one retry loop every call goes through (built on backoff)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeVar
+
+import attrs
+import backoff
+
+from ._exceptions import EnKashError, InvalidInputError
+
+__all__ = ["RetryEvent", "RetryPolicy"]
+
+log = logging.getLogger("enkash_coins")
+T = TypeVar("T")
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{attribute.name} must be an integer >= 1, not {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InvalidInputError(f"{attribute.name} must be a number >= 0, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How transient failures are retried.
+
+    Args:
+        max_attempts: attempts in all, the first included; 1 disables retries.
+        max_time: no new attempt starts after this many seconds.
+        base_delay: the first backoff ceiling; it doubles each retry ("full jitter":
+            the actual wait is uniform between 0 and the ceiling).
+        max_delay: the largest ceiling. A ``Retry-After`` asking for longer than
+            this fails the call at once, the wait in the error's ``retry_after``.
+    """
+
+    max_attempts: int = attrs.field(default=4, validator=_positive_int)
+    max_time: float = attrs.field(default=30.0, validator=_non_negative)
+    base_delay: float = attrs.field(default=0.25, validator=_non_negative)
+    max_delay: float = attrs.field(default=8.0, validator=_non_negative)
+
+    def delays(self) -> Generator[float, BaseException | None, None]:
+        """backoff wait generator: honours ``Retry-After``, else exponential full jitter."""
+        ceiling = self.base_delay
+        error = yield 0.0  # backoff primes the generator with send(None)
+        while True:
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:
+                wait = float(retry_after)
+            else:
+                wait = backoff.full_jitter(min(ceiling, self.max_delay))
+                ceiling *= 2
+            error = yield wait
+
+
+@attrs.frozen(kw_only=True)
+class RetryEvent:
+    """Passed to ``on_retry`` before each retry sleeps."""
+
+    attempt: int  # the attempt about to be made, 2 for the first retry
+    max_attempts: int
+    wait: float
+    error: EnKashError
+    request_id: str | None
+    operation: str
+
+
+def retrying(
+    target: Callable[..., Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    giveup: Callable[[EnKashError], bool],
+    on_retry: Callable[[RetryEvent], object] | None,
+) -> Callable[..., Awaitable[T]]:
+    """Wrap ``target(request, call)`` in backoff's async retry loop.
+
+    ``call`` (the second argument) carries ``request_id`` and ``operation`` for the
+    log line and the ``on_retry`` event. ``giveup`` adds reasons not to retry.
+    """
+
+    def _giveup(error: EnKashError) -> bool:
+        if not error.retryable or giveup(error):
+            return True
+        retry_after = getattr(error, "retry_after", None)
+        return retry_after is not None and retry_after > policy.max_delay
+
+    def _log(details: Any) -> None:
+        error: EnKashError = details["exception"]
+        call = details["args"][1]
+        attempt = details["tries"] + 1
+        reason = getattr(error, "http_status", None) or type(error).__name__
+        log.info(
+            "retry %d of %d for %s requestId %s after %s (waiting %.2fs)",
+            attempt, policy.max_attempts, call.operation, call.request_id, reason, details["wait"],
+        )
+        if on_retry is not None:
+            on_retry(RetryEvent(
+                attempt=attempt, max_attempts=policy.max_attempts, wait=details["wait"],
+                error=error, request_id=call.request_id, operation=call.operation,
+            ))
+
+    return backoff.on_exception(  # type: ignore[no-any-return]
+        policy.delays,
+        EnKashError,
+        max_tries=policy.max_attempts,
+        max_time=policy.max_time,
+        jitter=None,
+        giveup=_giveup,
+        on_backoff=_log,
+        logger=None,
+    )(target)

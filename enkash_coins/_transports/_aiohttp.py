@@ -1,0 +1,181 @@
+"""The production transport: one pooled aiohttp session."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+
+import aiohttp
+from yarl import URL
+
+from .._exceptions import (
+    ClientClosedError,
+    ConnectError,
+    InvalidInputError,
+    RequestTimeoutError,
+    TransportError,
+)
+from .._version import __version__
+from ._base import Request, Response
+
+__all__ = ["AiohttpTransport", "check_base_url"]
+
+#: Bodies larger than this are not read in full; EnKash's answers are tiny.
+DEFAULT_MAX_RESPONSE_BYTES = 1 << 20
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(base_url: object, *, allow_insecure_http: bool = False) -> str:
+    """Validate a base URL and return it without a trailing slash.
+
+    ``http://`` is refused except for loopback hosts (the fake EnKash), unless
+    ``allow_insecure_http`` is set: bearer tokens must not cross a network in clear.
+    """
+    if not isinstance(base_url, str) or not base_url:
+        raise InvalidInputError("base_url must be a non-empty string such as 'https://uat.example.com'")
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInputError(f"base_url must be an http(s) URL with a host, not {base_url!r}")
+    if parts.username or parts.password:
+        raise InvalidInputError("base_url must not carry credentials; pass them to the auth provider")
+    if parts.query or parts.fragment:
+        raise InvalidInputError("base_url must not have a query string or fragment")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise InvalidInputError(
+            f"refusing plain http:// to non-loopback host {parts.hostname!r}: tokens would travel "
+            "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it"
+        )
+    return base_url.rstrip("/")
+
+
+@contextmanager
+def _mapped_errors(method: str, url: str) -> Iterator[None]:
+    """Translate aiohttp and asyncio failures into the SDK's transport errors."""
+    where = f"{method} {url}"
+    try:
+        yield
+    except aiohttp.ClientConnectorCertificateError as exc:
+        err = TransportError(f"TLS certificate check failed for {where}: {exc.certificate_error}")
+        err.retryable = False
+        raise err from exc
+    except aiohttp.ClientSSLError as exc:
+        err = TransportError(f"TLS handshake failed for {where}")
+        err.retryable = False
+        raise err from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectError(f"could not connect for {where}: {exc.strerror or exc}") from exc
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise ConnectError(f"timed out connecting for {where}") from exc
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise RequestTimeoutError(f"no answer in time for {where}") from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise TransportError(f"server closed the connection during {where}") from exc
+    except aiohttp.ClientError as exc:
+        raise TransportError(f"connection failed during {where}: {type(exc).__name__}") from exc
+
+
+class AiohttpTransport:
+    """Sends requests through one pooled :class:`aiohttp.ClientSession`.
+
+    Args:
+        base_url: the EnKash host given to you by EnKash (https).
+        session: an existing session to use; it is then yours to close.
+        timeout: total seconds per attempt (connect, send, read).
+        max_connections: size of the connection pool.
+        max_response_bytes: bodies past this size are cut and reported as truncated.
+        allow_insecure_http: permit ``http://`` to a non-loopback host.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 10.0,
+        max_connections: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise InvalidInputError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if max_connections < 1:
+            raise InvalidInputError("max_connections must be at least 1")
+        self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._max_bytes = max_response_bytes
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"AiohttpTransport({self.base_url!r})"
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("this AiohttpTransport is closed; build a new one")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                headers={"User-Agent": f"enkash-coins-python/{__version__}"},
+                timeout=self._timeout,
+            )
+        return self._session
+
+    async def send(self, request: Request) -> Response:
+        session = self._session if self._session is not None else self._open()
+        path = request.path
+        url = path if path.startswith(("https://", "http://")) else self.base_url + path
+        with _mapped_errors(request.method, url.split("?", 1)[0]):
+            async with session.request(
+                request.method,
+                URL(url, encoded=True),
+                data=request.content or None,
+                headers=request.headers,
+                allow_redirects=False,
+            ) as resp:
+                length = resp.content_length
+                if length is not None and length <= self._max_bytes:
+                    return Response(resp.status, resp.headers, await resp.read())
+                return await self._read_capped(resp)
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> Response:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self._max_bytes:
+                body = b"".join(chunks)[: self._max_bytes]
+                return Response(resp.status, resp.headers, body, truncated=True)
+        return Response(resp.status, resp.headers, b"".join(chunks))
+
+    async def aclose(self) -> None:
+        """Close the session if this transport created it. Closing twice is harmless."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session and not session.closed:
+            await session.close()
+
+    async def __aenter__(self) -> AiohttpTransport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
