@@ -188,7 +188,7 @@ class PasswordGrant:
         assert self._token is not None
         return self._token
 
-    def _store(self, content: bytes, status: int) -> NoReturn | None:
+    def _store(self, content: bytes, status: int) -> None:
         def bad(why: str) -> NoReturn:
             raise ResponseDecodeError(f"token endpoint answered HTTP {status} but {why}",
                                       http_status=status)

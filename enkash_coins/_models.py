@@ -78,7 +78,7 @@ def _name(instance: object, attribute: attrs.Attribute[Any], value: object) -> N
     check_text(attribute.name, value, is_id=False)
 
 
-class Configuration(str, enum.Enum):
+class Configuration(enum.StrEnum):
     """How an event's coin amount is configured.
 
     Values EnKash adds later still decode: ``Configuration("NEW")`` yields a

@@ -84,7 +84,8 @@ def retrying(
     log line and the ``on_retry`` event. ``giveup`` adds reasons not to retry.
     """
 
-    def _giveup(error: EnKashError) -> bool:
+    def _giveup(error: Exception) -> bool:
+        assert isinstance(error, EnKashError)
         if not error.retryable or giveup(error):
             return True
         retry_after = getattr(error, "retry_after", None)
@@ -105,7 +106,7 @@ def retrying(
                 error=error, request_id=call.request_id, operation=call.operation,
             ))
 
-    return backoff.on_exception(  # type: ignore[no-any-return]
+    return backoff.on_exception(
         policy.delays,
         EnKashError,
         max_tries=policy.max_attempts,

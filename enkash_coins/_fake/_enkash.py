@@ -326,7 +326,7 @@ class FakeEnKash:
 
     @staticmethod
     def _invalid_config(body: dict[str, Any], *, partial: bool) -> str | None:
-        checks = {
+        checks: dict[str, Callable[[Any], bool]] = {
             "configuration": lambda v: v in _CONFIGURATIONS,
             "companyId": lambda v: isinstance(v, str) and bool(v),
             "event": lambda v: isinstance(v, str) and bool(v),

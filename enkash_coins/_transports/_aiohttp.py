@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import urllib.parse
 from collections.abc import Iterator
@@ -78,7 +77,7 @@ def _mapped_errors(method: str, url: str) -> Iterator[None]:
         raise ConnectError(f"could not connect for {where}: {exc.strerror or exc}") from exc
     except aiohttp.ConnectionTimeoutError as exc:
         raise ConnectError(f"timed out connecting for {where}") from exc
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise RequestTimeoutError(f"no answer in time for {where}") from exc
     except aiohttp.ServerDisconnectedError as exc:
         raise TransportError(f"server closed the connection during {where}") from exc

@@ -1,0 +1,75 @@
+"""Shared fixtures: a fake EnKash, allocators on the in-memory transport, a scripted transport."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from enkash_coins import (
+    CoinAllocator,
+    FakeEnKash,
+    InMemoryTransport,
+    Request,
+    Response,
+    RetryPolicy,
+    StaticToken,
+)
+
+COMPANY = "CEK0TCW2W8"
+#: No waits between retries, so retry tests run instantly.
+FAST = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=8.0)
+
+
+def envelope(code: int = 0, message: str = "Success", payload: Any = "ok", status: int = 200,
+             headers: dict[str, str] | None = None) -> Response:
+    body = {"payload": payload, "response_code": code, "response_message": message}
+    return Response(status, {"content-type": "application/json", **(headers or {})},
+                    json.dumps(body).encode())
+
+
+class ScriptedTransport:
+    """Answers from a script (responses or exceptions, in order) and logs every request."""
+
+    def __init__(self, *script: Response | Exception | Callable[[Request], Response]) -> None:
+        self.script = list(script)
+        self.sent: list[Request] = []
+        self.closed = False
+
+    async def send(self, request: Request) -> Response:
+        self.sent.append(request)
+        step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(step, Exception):
+            raise step
+        if callable(step):
+            return step(request)
+        return step
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    def bodies(self) -> list[Any]:
+        return [json.loads(r.content) if r.content else None for r in self.sent]
+
+
+@pytest.fixture
+def fake() -> FakeEnKash:
+    fake = FakeEnKash()
+    fake.add_event("REFERRAL_EVENT", 50, company_id=COMPANY)
+    fake.add_event("MEAL_CARD_PAYMENT", 10, company_id=COMPANY)
+    return fake
+
+
+@pytest.fixture
+async def coins(fake: FakeEnKash) -> AsyncIterator[CoinAllocator]:
+    async with CoinAllocator(InMemoryTransport(fake), auth=StaticToken(fake.issue_token()),
+                             company_id=COMPANY, retry=FAST) as allocator:
+        yield allocator
+
+
+def scripted(*script: Any, retry: RetryPolicy = FAST, **kwargs: Any) -> tuple[CoinAllocator, ScriptedTransport]:
+    transport = ScriptedTransport(*script)
+    return CoinAllocator(transport, auth=StaticToken("tok"), company_id=COMPANY, retry=retry,
+                         **kwargs), transport
