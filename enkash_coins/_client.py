@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import urllib.parse
 from collections.abc import Callable
 from types import TracebackType
@@ -41,6 +42,8 @@ from ._retry import RetryEvent, RetryPolicy, retrying
 from ._transports import Request, Transport
 
 __all__ = ["CoinAllocator"]
+
+log = logging.getLogger("enkash_coins")
 
 ALLOCATE_PATH = "/api/v0/enkash-coins/allocate-coin"
 CREATE_EVENT_PATH = "/api/v0/enkash-coins/create-coins-config"
@@ -319,18 +322,26 @@ class CoinAllocator:
             error.outcome_unknown = mutating and call.maybe_applied and not isinstance(error, _DEFINITIVE)
             raise
 
+    async def _token(self) -> str:
+        try:
+            return await self.auth.get_token(self.transport)
+        except EnKashError as error:
+            error._before_send = True  # the call itself was not sent
+            raise
+
     async def _attempt(self, request: Request, call: _Call) -> Envelope:
         call.attempts += 1
-        try:
-            token = await self.auth.get_token(self.transport)
-        except EnKashError as error:
-            error._before_send = True
-            raise
+        token = await self._token()
         try:
             response = await self.transport.send(_with_token(request, token))
             if response.status == 401 and self.auth.invalidate(token):
-                token = await self.auth.get_token(self.transport)
-                response = await self.transport.send(_with_token(request, token))
+                # The token was refused (expired early, revoked): one replay, same body.
+                log.debug("%s requestId %s: 401, replaying once with a new token", call.operation, call.request_id)
+                response = await self.transport.send(_with_token(request, await self._token()))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s %s -> %d (%s requestId %s, attempt %d)", request.method,
+                          request.path.split("?", 1)[0], response.status, call.operation,
+                          call.request_id, call.attempts)
             return check_response(response, request_id=call.request_id)
         except EnKashError as error:
             if not isinstance(error, ConnectError) and not error._before_send and (
