@@ -22,8 +22,7 @@ from ._exceptions import (
     ServerError,
     TransportError,
 )
-from ._fake import FakeEnKash, LedgerEntry, LoggedRequest
-from ._fake._faults import Faults
+from ._fake import FakeEnKash, FakeServer, Faults, LedgerEntry, LoggedRequest
 from ._ids import derive_request_id, new_request_id
 from ._models import Allocation, AllocationRequest, CoinEvent, Configuration
 from ._retry import RetryEvent, RetryPolicy
@@ -44,6 +43,7 @@ __all__ = [
     "ConnectError",
     "EnKashError",
     "FakeEnKash",
+    "FakeServer",
     "Faults",
     "HTTPStatusError",
     "InMemoryTransport",

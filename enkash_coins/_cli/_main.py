@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
+from . import _serve
 
 __all__ = ["main"]
 
@@ -18,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser("demo", help="run a short demo against the embedded fake EnKash")
     demo.set_defaults(run=_demo)
+    _serve.add_parser(commands)
     return parser
 
 
