@@ -4,6 +4,7 @@ Everything public is importable from here; the modules behind it are private.
 """
 
 from ._auth import Auth, PasswordGrant, StaticToken
+from ._bulk import BulkItem, BulkResult, Outcome
 from ._client import CoinAllocator
 from ._exceptions import (
     APIError,
@@ -36,6 +37,8 @@ __all__ = [
     "AllocationRequest",
     "Auth",
     "AuthenticationError",
+    "BulkItem",
+    "BulkResult",
     "ClientClosedError",
     "CoinAllocator",
     "CoinEvent",
@@ -52,6 +55,7 @@ __all__ = [
     "LedgerEntry",
     "LoggedRequest",
     "NotFoundError",
+    "Outcome",
     "PasswordGrant",
     "PermissionDeniedError",
     "RateLimitError",

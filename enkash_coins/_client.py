@@ -6,14 +6,16 @@ import enum
 import json
 import logging
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
 import attrs
 import cattrs
 
+from . import _bulk
 from ._auth import Auth
+from ._bulk import BulkItem, BulkResult, Source
 from ._converter import converter
 from ._exceptions import (
     APIError,
@@ -209,6 +211,42 @@ class CoinAllocator:
             event=request.event,
             message=payload if isinstance(payload, str) else envelope.response_message,
         )
+
+    # -- bulk ----------------------------------------------------------------
+
+    def allocate_stream(
+        self,
+        requests: Source,
+        *,
+        concurrency: int = 32,
+        stop_after_unknown: int = 20,
+        on_item: Callable[[BulkItem], object] | None = None,
+    ) -> AsyncIterator[BulkItem]:
+        """Allocate many, yielding each :class:`BulkItem` as it finishes.
+
+        ``requests`` (an iterable or async iterable of :class:`AllocationRequest` or
+        mappings with the same keys) is consumed lazily by ``concurrency`` workers:
+        at most that many requests are in flight and memory stays flat for any input
+        size. The run stops early on an :class:`AuthenticationError` or after
+        ``stop_after_unknown`` unknown outcomes in a row; the rest of the input is then
+        yielded as ``not_attempted``. ``on_item`` is called with every item the moment
+        its outcome is known, including in-flight items (as ``unknown``) when the run
+        is cancelled: hook a journal there.
+        """
+        return _bulk.allocate_stream(self, requests, concurrency=concurrency,
+                                     stop_after_unknown=stop_after_unknown, on_item=on_item)
+
+    async def allocate_many(
+        self,
+        requests: Source,
+        *,
+        concurrency: int = 32,
+        stop_after_unknown: int = 20,
+        on_item: Callable[[BulkItem], object] | None = None,
+    ) -> BulkResult:
+        """Allocate many and return a :class:`BulkResult` in input order (see :meth:`allocate_stream`)."""
+        return await _bulk.allocate_many(self, requests, concurrency=concurrency,
+                                         stop_after_unknown=stop_after_unknown, on_item=on_item)
 
     # -- events and balances ----------------------------------------------
 
