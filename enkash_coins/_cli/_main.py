@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import _serve
+from . import _bulk, _commands, _demo, _serve
 
 __all__ = ["main"]
 
@@ -17,16 +16,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enkash-coins", description="Credit EnKash loyalty coins.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser("demo", help="run a short demo against the embedded fake EnKash")
-    demo.set_defaults(run=_demo)
+    _demo.add_parser(commands)
     _serve.add_parser(commands)
+    _bulk.add_parser(commands)
+    _commands.add_parsers(commands)
     return parser
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
-
-    return asyncio.run(run_demo())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

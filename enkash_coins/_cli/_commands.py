@@ -1,0 +1,91 @@
+"""One-off commands: allocate, balance, events create|get|update. Output is JSON on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from .._client import CoinAllocator
+from .._exceptions import EnKashError, InvalidInputError
+from ._config import add_connection_flags, build_allocator
+
+__all__ = ["add_parsers"]
+
+Action = Callable[[CoinAllocator, argparse.Namespace], Awaitable[Any]]
+
+
+def _command(commands: Any, name: str, help: str, action: Action) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
+    add_connection_flags(p)
+    p.set_defaults(run=lambda args: _run(action, args))
+    return p
+
+
+def add_parsers(commands: Any) -> None:
+    p = _command(commands, "allocate", "allocate coins to one user", _allocate)
+    p.add_argument("--user-id", required=True)
+    p.add_argument("--event", required=True)
+    p.add_argument("--request-id", help="idempotency key; generated (and printed) if omitted")
+
+    p = _command(commands, "balance", "print a user's coin balance", _balance)
+    p.add_argument("--user-id", required=True)
+
+    events = commands.add_parser("events", help="create, read or update coin event configurations")
+    sub = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    p = _command(sub, "create", "configure an event", _create)
+    p.add_argument("--event", required=True)
+    p.add_argument("--amount", type=int, required=True)
+    p.add_argument("--configuration", default="DEFAULT", choices=["DEFAULT", "CUSTOM"])
+    p = _command(sub, "get", "show an event configuration", _get)
+    p.add_argument("coin_config_id")
+    p = _command(sub, "update", "change an event configuration (only the given fields)", _update)
+    p.add_argument("coin_config_id")
+    p.add_argument("--amount", type=int)
+    p.add_argument("--configuration", choices=["DEFAULT", "CUSTOM"])
+    p.add_argument("--event")
+
+
+async def _allocate(coins: CoinAllocator, args: argparse.Namespace) -> Any:
+    return await coins.allocate(user_id=args.user_id, event=args.event, request_id=args.request_id)
+
+
+async def _balance(coins: CoinAllocator, args: argparse.Namespace) -> Any:
+    return {"user_id": args.user_id, "balance": await coins.get_balance(user_id=args.user_id)}
+
+
+async def _create(coins: CoinAllocator, args: argparse.Namespace) -> Any:
+    return await coins.create_event(event=args.event, amount=args.amount, configuration=args.configuration)
+
+
+async def _get(coins: CoinAllocator, args: argparse.Namespace) -> Any:
+    return await coins.get_event(args.coin_config_id)
+
+
+async def _update(coins: CoinAllocator, args: argparse.Namespace) -> Any:
+    return await coins.update_event(args.coin_config_id, amount=args.amount,
+                                    configuration=args.configuration, event=args.event)
+
+
+async def _call(action: Action, args: argparse.Namespace) -> Any:
+    async with build_allocator(args) as coins:
+        return await action(coins, args)
+
+
+def _run(action: Action, args: argparse.Namespace) -> int:
+    try:
+        result = asyncio.run(_call(action, args))
+    except InvalidInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except EnKashError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    data = attrs.asdict(result) if attrs.has(type(result)) else result
+    print(json.dumps(data, default=str, indent=2))
+    return 0
