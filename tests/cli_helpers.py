@@ -1,0 +1,73 @@
+"""Run `enkash-coins` as a user would: as a subprocess, against `enkash-coins serve` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+@attrs.define
+class Served:
+    base_url: str
+    token: str
+    proc: subprocess.Popen[str]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENKASH_")}
+        return {**env, "ENKASH_BASE_URL": self.base_url, "ENKASH_TOKEN": self.token,
+                "PYTHONUNBUFFERED": "1", **extra}
+
+    def get(self, what: str) -> Any:
+        with urllib.request.urlopen(f"{self.base_url}/_fake/{what}", timeout=10) as response:
+            return json.load(response)
+
+
+@contextmanager
+def serve(*args: str, seed: Path | None = None) -> Iterator[Served]:
+    """Start `enkash-coins serve` on a free port; stop it with SIGTERM afterwards."""
+    cmd = [sys.executable, "-m", "enkash_coins", "serve", "--port", "0", *args]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = ""
+        deadline = time.monotonic() + 20
+        while "Stop with" not in banner and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
+            banner += line
+        base = banner.split("listening on ")[1].split()[0]
+        token = banner.split("bearer token (24 h): ")[1].split()[0]
+        yield Served(base, token, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "enkash_coins", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def seed_file(tmp: Path, company: str, events: dict[str, int]) -> Path:
+    path = tmp / "seed.json"
+    path.write_text(json.dumps({"events": [
+        {"company_id": company, "event": e, "amount": a} for e, a in events.items()]}))
+    return path
