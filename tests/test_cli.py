@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import Served, cli, seed_file, serve
+
 from enkash_coins import derive_request_id
 
 COMPANY = "CLI_CO"
