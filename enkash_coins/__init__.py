@@ -26,7 +26,7 @@ from ._exceptions import (
 from ._fake import FakeEnKash, FakeServer, Faults, LedgerEntry, LoggedRequest
 from ._ids import derive_request_id, new_request_id
 from ._models import Allocation, AllocationRequest, CoinEvent, Configuration
-from ._retry import RetryEvent, RetryPolicy
+from ._retry import RetryBudget, RetryEvent, RetryPolicy
 from ._transports import AiohttpTransport, InMemoryTransport, Request, Response, Transport
 from ._version import __version__
 
@@ -63,6 +63,7 @@ __all__ = [
     "RequestTimeoutError",
     "Response",
     "ResponseDecodeError",
+    "RetryBudget",
     "RetryEvent",
     "RetryPolicy",
     "ServerError",

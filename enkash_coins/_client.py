@@ -40,7 +40,7 @@ from ._models import (
     check_text,
 )
 from ._response import check_response
-from ._retry import RetryEvent, RetryPolicy, retrying
+from ._retry import RetryBudget, RetryEvent, RetryPolicy, retrying
 from ._transports import Request, Transport
 
 __all__ = ["CoinAllocator"]
@@ -67,13 +67,14 @@ class _State(enum.Enum):
 class _Call:
     """What one logical call remembers across its attempts."""
 
-    __slots__ = ("attempts", "maybe_applied", "operation", "request_id")
+    __slots__ = ("attempts", "maybe_applied", "operation", "request_id", "retry_spent")
 
     def __init__(self, operation: str, request_id: str | None) -> None:
         self.operation = operation
         self.request_id = request_id
         self.attempts = 0
         self.maybe_applied = False
+        self.retry_spent = 0
 
 
 def _dumps(data: Any) -> bytes:
@@ -117,10 +118,15 @@ class CoinAllocator:
         self._state = _State.UNOPENED
         self._conv: cattrs.Converter = converter()
         self._unstructure_allocation = self._conv.get_unstructure_hook(AllocationRequest)
+        policy = self.retry
+        self.retry_budget = None if policy.budget is None else RetryBudget(
+            policy.budget, retry_cost=policy.retry_cost, timeout_retry_cost=policy.timeout_retry_cost)
         # Idempotent calls retry every transient failure; a call without an
         # idempotency key (create_event) only those that prove nothing was sent.
-        self._send_idempotent = retrying(self._attempt, self.retry, giveup=_never, on_retry=on_retry)
-        self._send_once = retrying(self._attempt, self.retry, giveup=_maybe_sent, on_retry=on_retry)
+        self._send_idempotent = retrying(self._attempt, policy, giveup=_never, on_retry=on_retry,
+                                         budget=self.retry_budget)
+        self._send_once = retrying(self._attempt, policy, giveup=_maybe_sent, on_retry=on_retry,
+                                   budget=self.retry_budget)
 
     def __repr__(self) -> str:
         return f"CoinAllocator({self.transport!r}, company_id={self.company_id!r}, state={self._state.value})"
@@ -353,40 +359,55 @@ class CoinAllocator:
         call = _Call(operation, request_id)
         send = self._send_idempotent if idempotent else self._send_once
         try:
-            return await send(request, call)
+            envelope = await send(request, call)
         except EnKashError as error:
             error.request_id = request_id
             error.attempts = call.attempts
             error.outcome_unknown = mutating and call.maybe_applied and not isinstance(error, _DEFINITIVE)
             raise
+        if self.retry_budget is not None:
+            self.retry_budget.refund(call.retry_spent or 1)
+        return envelope
 
-    async def _token(self) -> str:
+    async def _token(self, call: _Call) -> str:
         try:
             return await self.auth.get_token(self.transport)
         except EnKashError as error:
             error._before_send = True  # the call itself was not sent
+            error.attempts = call.attempts
             raise
 
     async def _attempt(self, request: Request, call: _Call) -> Envelope:
         call.attempts += 1
-        token = await self._token()
+        if self.closed:
+            raise _closed_in_flight(call)
+        token = await self._token(call)
         try:
             response = await self.transport.send(_with_token(request, token))
             if response.status == 401 and self.auth.invalidate(token):
                 # The token was refused (expired early, revoked): one replay, same body.
                 log.debug("%s requestId %s: 401, replaying once with a new token", call.operation, call.request_id)
-                response = await self.transport.send(_with_token(request, await self._token()))
+                response = await self.transport.send(_with_token(request, await self._token(call)))
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s -> %d (%s requestId %s, attempt %d)", request.method,
                           request.path.split("?", 1)[0], response.status, call.operation,
                           call.request_id, call.attempts)
             return check_response(response, request_id=call.request_id)
         except EnKashError as error:
+            error.attempts = call.attempts
             if not isinstance(error, ConnectError) and not error._before_send and (
                 error.retryable or isinstance(error, ResponseDecodeError)
             ):
                 call.maybe_applied = True
+            if self.closed and not isinstance(error, ClientClosedError):  # aclose() ran meanwhile
+                raise _closed_in_flight(call) from error
             raise
+
+
+def _closed_in_flight(call: _Call) -> ClientClosedError:
+    error = ClientClosedError(f"the CoinAllocator was closed while this {call.operation} call was in flight")
+    error.attempts = call.attempts
+    return error
 
 
 def _with_token(request: Request, token: str) -> Request:

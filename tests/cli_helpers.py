@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +33,27 @@ class Served:
             return json.load(response)
 
 
+def read_banner(proc: subprocess.Popen[str], timeout: float = 20) -> str:
+    """The lines `serve` prints up to "Stop with", waiting at most ``timeout`` seconds."""
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Stop with" in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    banner = "".join(lines)
+    if "Stop with" not in banner:
+        proc.kill()
+        raise AssertionError(f"serve did not start within {timeout}s: {banner!r}")
+    return banner
+
+
 @contextmanager
 def serve(*args: str, seed: Path | None = None) -> Iterator[Served]:
     """Start `enkash-coins serve` on a free port; stop it with SIGTERM afterwards."""
@@ -41,14 +62,7 @@ def serve(*args: str, seed: Path | None = None) -> Iterator[Served]:
         cmd += ["--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None
-        banner = ""
-        deadline = time.monotonic() + 20
-        while "Stop with" not in banner and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
-            banner += line
+        banner = read_banner(proc)
         base = banner.split("listening on ")[1].split()[0]
         token = banner.split("bearer token (24 h): ")[1].split()[0]
         yield Served(base, token, proc)

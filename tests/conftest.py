@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from enkash_coins import (
     CoinAllocator,
@@ -73,3 +77,33 @@ def scripted(*script: Any, retry: RetryPolicy = FAST, **kwargs: Any) -> tuple[Co
     transport = ScriptedTransport(*script)
     return CoinAllocator(transport, auth=StaticToken("tok"), company_id=COMPANY, retry=retry,
                          **kwargs), transport
+
+
+class _PendingTaskDestroyed(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "Task was destroyed but it is pending" in message or "Unclosed" in message:
+            self.messages.append(message)
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _no_abandoned_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves a task running, or after which asyncio reports a destroyed
+    pending task or an unclosed session (pytest-asyncio would quietly cancel leftovers)."""
+    handler = _PendingTaskDestroyed()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    try:
+        yield
+        for _ in range(5):
+            await asyncio.sleep(0)
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        assert not leftover, f"tasks still running after the test: {leftover}"
+        gc.collect()
+    finally:
+        logger.removeHandler(handler)
+    assert not handler.messages, handler.messages

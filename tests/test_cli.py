@@ -218,3 +218,27 @@ def test_sigkill_midway_then_resume_credits_every_row_exactly_once(tmp_path: Pat
         assert any(r["fault"] == "drop_after" for r in log)
         results = read_csv(out)
         assert len(results) == n and {r["outcome"] for r in results} == {"succeeded"}
+
+
+def test_secrets_never_reach_output_results_or_journal(server: Served, tmp_path: Path) -> None:
+    import base64
+
+    rows = [{"user_id": "S1", "event": "DIWALI_BONUS"}, {"user_id": "S2", "event": "NOPE"}]
+    path = write_csv(tmp_path / "s.csv", rows)
+    out = tmp_path / "s_out.csv"
+    creds = {"ENKASH_USERNAME": "demo-user", "ENKASH_PASSWORD": "demo-password",
+             "ENKASH_CLIENT_ID": "demo-client", "ENKASH_CLIENT_SECRET": "demo-secret"}
+    env = {k: v for k, v in server.env(**creds).items() if k != "ENKASH_TOKEN"}
+    ok = cli("bulk", str(path), "--campaign", "C_S", "--company-id", COMPANY, "--out", str(out), env=env)
+    assert ok.returncode == 1  # S2's event is not configured
+    wrong = {**env, "ENKASH_PASSWORD": "wrong-password-123"}
+    path2 = write_csv(tmp_path / "s2.csv", rows)
+    bad = cli("bulk", str(path2), "--campaign", "C_S", "--company-id", COMPANY, "--out", str(tmp_path / "o2.csv"),
+              env=wrong)
+    assert bad.returncode == 1 and "rejected the credentials" in (tmp_path / "o2.csv").read_text()
+    blob = "\n".join([ok.stdout, ok.stderr, bad.stdout, bad.stderr, out.read_text(),
+                      (tmp_path / "o2.csv").read_text()])
+    blob += (tmp_path / "s.csv.journal.sqlite").read_bytes().decode("latin-1")
+    for secret in ("demo-password", "demo-secret", "wrong-password-123", server.token,
+                   base64.b64encode(b"demo-client:demo-secret").decode()):
+        assert secret not in blob

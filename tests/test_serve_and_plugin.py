@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from cli_helpers import read_banner
 
 pytest_plugins = ["pytester"]
 
@@ -38,15 +38,7 @@ def test_serve_command_seeds_serves_and_stops_on_sigterm(tmp_path: Path) -> None
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert proc.stdout is not None
-        lines = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any("Stop with" in line for line in lines):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-        banner = "".join(lines)
+        banner = read_banner(proc)
         assert "bound to 127.0.0.1: this machine only" in banner, banner
         base = banner.split("listening on ")[1].split()[0]
         token = banner.split("bearer token (24 h): ")[1].split()[0]
