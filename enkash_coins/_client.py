@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
 
-import attrs
 import cattrs
 
 from . import _bulk
@@ -28,6 +25,7 @@ from ._exceptions import (
     ResponseDecodeError,
 )
 from ._ids import new_request_id
+from ._json import dumps as _dumps
 from ._models import (
     Allocation,
     AllocationRequest,
@@ -67,7 +65,7 @@ class _State(enum.Enum):
 class _Call:
     """What one logical call remembers across its attempts."""
 
-    __slots__ = ("attempts", "maybe_applied", "operation", "request_id", "retry_spent")
+    __slots__ = ("attempts", "first_error", "maybe_applied", "operation", "request_id", "retry_spent")
 
     def __init__(self, operation: str, request_id: str | None) -> None:
         self.operation = operation
@@ -75,10 +73,7 @@ class _Call:
         self.attempts = 0
         self.maybe_applied = False
         self.retry_spent = 0
-
-
-def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        self.first_error: EnKashError | None = None
 
 
 class CoinAllocator:
@@ -123,10 +118,13 @@ class CoinAllocator:
             policy.budget, retry_cost=policy.retry_cost, timeout_retry_cost=policy.timeout_retry_cost)
         # Idempotent calls retry every transient failure; a call without an
         # idempotency key (create_event) only those that prove nothing was sent.
-        self._send_idempotent = retrying(self._attempt, policy, giveup=_never, on_retry=on_retry,
-                                         budget=self.retry_budget)
-        self._send_once = retrying(self._attempt, policy, giveup=_maybe_sent, on_retry=on_retry,
-                                   budget=self.retry_budget)
+        # The first attempt runs outside backoff (the common case costs nothing
+        # extra); a failure is handed to backoff as its first try, see _resume.
+        self._retry_idempotent = retrying(self._resume, policy, giveup=_never, on_retry=on_retry,
+                                          budget=self.retry_budget)
+        self._retry_once = retrying(self._resume, policy, giveup=_maybe_sent, on_retry=on_retry,
+                                    budget=self.retry_budget)
+        self._headers: tuple[str, dict[str, str], dict[str, str]] | None = None
 
     def __repr__(self) -> str:
         return f"CoinAllocator({self.transport!r}, company_id={self.company_id!r}, state={self._state.value})"
@@ -193,11 +191,10 @@ class CoinAllocator:
             )
         if request.request_id is not None and request.company_id is not None:
             return request
-        return attrs.evolve(
-            request,
-            company_id=company_id,
-            request_id=request.request_id if request.request_id is not None else self._new_id(),
-        )
+        request_id = request.request_id
+        if request_id is None:
+            request_id = check_text("generated request_id", self._new_id(), is_id=True)
+        return request.with_defaults(company_id=company_id, request_id=request_id)
 
     async def allocate_request(self, request: AllocationRequest) -> Allocation:
         """Send one :class:`AllocationRequest` (see :meth:`allocate`)."""
@@ -357,9 +354,13 @@ class CoinAllocator:
             raise ClientClosedError("this CoinAllocator is closed; build a new one")
         request = Request(method, path, _JSON_HEADERS if body else _ACCEPT, body)
         call = _Call(operation, request_id)
-        send = self._send_idempotent if idempotent else self._send_once
         try:
-            envelope = await send(request, call)
+            try:
+                envelope = await self._attempt(request, call)
+            except EnKashError as first:
+                call.first_error = first
+                retry = self._retry_idempotent if idempotent else self._retry_once
+                envelope = await retry(request, call)
         except EnKashError as error:
             error.request_id = request_id
             error.attempts = call.attempts
@@ -368,6 +369,23 @@ class CoinAllocator:
         if self.retry_budget is not None:
             self.retry_budget.refund(call.retry_spent or 1)
         return envelope
+
+    def _with_token(self, request: Request, token: str) -> Request:
+        """The request with its bearer header; the two header sets are built once per token."""
+        cached = self._headers
+        if cached is None or cached[0] != token:
+            bearer = f"Bearer {token}"
+            cached = self._headers = (token, {**_JSON_HEADERS, "Authorization": bearer},
+                                      {**_ACCEPT, "Authorization": bearer})
+        headers = cached[1] if request.headers is _JSON_HEADERS else cached[2]
+        return Request(request.method, request.path, headers, request.content)
+
+    async def _resume(self, request: Request, call: _Call) -> Envelope:
+        """backoff's target: replays the first attempt's failure, then attempts for real."""
+        first, call.first_error = call.first_error, None
+        if first is not None:
+            raise first
+        return await self._attempt(request, call)
 
     async def _token(self, call: _Call) -> str:
         try:
@@ -383,11 +401,11 @@ class CoinAllocator:
             raise _closed_in_flight(call)
         token = await self._token(call)
         try:
-            response = await self.transport.send(_with_token(request, token))
+            response = await self.transport.send(self._with_token(request, token))
             if response.status == 401 and self.auth.invalidate(token):
                 # The token was refused (expired early, revoked): one replay, same body.
                 log.debug("%s requestId %s: 401, replaying once with a new token", call.operation, call.request_id)
-                response = await self.transport.send(_with_token(request, await self._token(call)))
+                response = await self.transport.send(self._with_token(request, await self._token(call)))
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s -> %d (%s requestId %s, attempt %d)", request.method,
                           request.path.split("?", 1)[0], response.status, call.operation,
@@ -410,9 +428,6 @@ def _closed_in_flight(call: _Call) -> ClientClosedError:
     return error
 
 
-def _with_token(request: Request, token: str) -> Request:
-    return Request(request.method, request.path,
-                   {**request.headers, "Authorization": f"Bearer {token}"}, request.content)
 
 
 def _segment(what: str, value: str) -> str:

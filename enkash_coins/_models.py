@@ -7,6 +7,7 @@ Validation happens here, at construction, so bad input raises
 from __future__ import annotations
 
 import enum
+import re
 import unicodedata
 from typing import Any
 
@@ -28,6 +29,9 @@ MAX_TEXT_LENGTH = 128
 #: Largest coin amount accepted for an event (undocumented upstream; an assumption).
 MAX_AMOUNT = 1_000_000_000
 _PATH_UNSAFE = frozenset("/?#%\\")
+# The common case, checked in one C-level match: plain ASCII ids and event names.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.:@+=-]{1,128}")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:@+=-](?:[A-Za-z0-9_.:@+= -]{0,126}[A-Za-z0-9_.:@+=-])?")
 
 
 def _shown(value: str) -> str:
@@ -42,6 +46,8 @@ def check_text(what: str, value: object, *, is_id: bool) -> str:
     """
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
+    if (_PLAIN_ID if is_id else _PLAIN_NAME).fullmatch(value):
+        return value
     if not value:
         raise InvalidInputError(f"{what} must not be empty")
     if len(value) > MAX_TEXT_LENGTH:
@@ -122,6 +128,18 @@ class AllocationRequest:
     event: str = attrs.field(validator=_name)
     request_id: str | None = attrs.field(default=None, validator=_id)
     user_id: str = attrs.field(validator=_id)
+
+    def with_defaults(self, *, company_id: str, request_id: str) -> AllocationRequest:
+        """A copy with the missing company and requestId filled in.
+
+        Both arguments must already be valid (the allocator checks them); the fields
+        this request holds were checked when it was built, so nothing is re-checked.
+        """
+        new = object.__new__(AllocationRequest)
+        for name, value in (("company_id", self.company_id or company_id), ("event", self.event),
+                            ("request_id", self.request_id or request_id), ("user_id", self.user_id)):
+            object.__setattr__(new, name, value)
+        return new
 
     @classmethod
     def from_mapping(cls, data: object) -> AllocationRequest:

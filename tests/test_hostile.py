@@ -132,3 +132,15 @@ def test_any_event_arguments_are_valid_or_refused_unsent(config_id: Any, amount:
             assert len(transport.sent) == before
         except EnKashError:
             pass  # the canned answer did not fit this call; that is the SDK's own error
+
+
+@SETTINGS
+@given(bodies)
+def test_both_json_backends_fail_only_with_value_error(body: bytes) -> None:
+    from enkash_coins import _json
+
+    for loads in (_json.loads, _json._std_loads):
+        try:
+            loads(body)
+        except ValueError:
+            pass

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import TracebackType
 
 import aiohttp
@@ -59,30 +58,26 @@ def check_base_url(base_url: object, *, allow_insecure_http: bool = False) -> st
     return base_url.rstrip("/")
 
 
-@contextmanager
-def _mapped_errors(method: str, url: str) -> Iterator[None]:
-    """Translate aiohttp and asyncio failures into the SDK's transport errors."""
-    where = f"{method} {url}"
-    try:
-        yield
-    except aiohttp.ClientConnectorCertificateError as exc:
-        err = TransportError(f"TLS certificate check failed for {where}: {exc.certificate_error}")
+def _translate(error: BaseException, method: str, url: str) -> TransportError:
+    """The SDK's transport error for an aiohttp or asyncio failure (raise it ``from error``)."""
+    where = f"{method} {url.split('?', 1)[0]}"
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        err = TransportError(f"TLS certificate check failed for {where}: {error.certificate_error}")
         err.retryable = False
-        raise err from exc
-    except aiohttp.ClientSSLError as exc:
+        return err
+    if isinstance(error, aiohttp.ClientSSLError):
         err = TransportError(f"TLS handshake failed for {where}")
         err.retryable = False
-        raise err from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise ConnectError(f"could not connect for {where}: {exc.strerror or exc}") from exc
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise ConnectError(f"timed out connecting for {where}") from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise RequestTimeoutError(f"no answer in time for {where}") from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        raise TransportError(f"server closed the connection during {where}") from exc
-    except aiohttp.ClientError as exc:
-        raise TransportError(f"connection failed during {where}: {type(exc).__name__}") from exc
+        return err
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return ConnectError(f"could not connect for {where}: {error.strerror or error}")
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return ConnectError(f"timed out connecting for {where}")
+    if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return RequestTimeoutError(f"no answer in time for {where}")
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return TransportError(f"server closed the connection during {where}")
+    return TransportError(f"connection failed during {where}: {type(error).__name__}")
 
 
 class AiohttpTransport:
@@ -137,7 +132,7 @@ class AiohttpTransport:
         session = self._session if self._session is not None else self._open()
         path = request.path
         url = path if path.startswith(("https://", "http://")) else self.base_url + path
-        with _mapped_errors(request.method, url.split("?", 1)[0]):
+        try:
             async with session.request(
                 request.method,
                 URL(url, encoded=True),
@@ -149,6 +144,8 @@ class AiohttpTransport:
                 if length is not None and length <= self._max_bytes:
                     return Response(resp.status, resp.headers, await resp.read())
                 return await self._read_capped(resp)
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise _translate(error, request.method, url) from error
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> Response:
         chunks: list[bytes] = []

@@ -1,0 +1,1 @@
+"""Benchmarks for enkash-coins: ``python -m benchmarks`` (see README, "Performance")."""

@@ -1,0 +1,42 @@
+"""JSON in one place: orjson when installed (the ``fast`` extra), the standard library otherwise."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["BACKEND", "dumps", "loads"]
+
+try:
+    import orjson  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None  # type: ignore[assignment, unused-ignore]
+
+
+def _std_dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _std_loads(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
+        raise ValueError(str(exc)) from None
+
+
+if orjson is not None:
+    BACKEND = "orjson"
+    _orjson_loads = orjson.loads
+    dumps = orjson.dumps
+
+    def loads(content: bytes) -> Any:
+        """Parse JSON, or raise ValueError for anything that is not (bad UTF-8, too deep...)."""
+        try:
+            return _orjson_loads(content)
+        except ValueError as exc:  # orjson.JSONDecodeError
+            raise ValueError(str(exc)) from None
+
+else:  # pragma: no cover
+    BACKEND = "json"
+    dumps = _std_dumps
+    loads = _std_loads
