@@ -77,7 +77,9 @@ def write_plot(r: dict[str, Any], path: Path) -> None:
     for key, label in (("sdk", "enkash-coins SDK"), ("raw_aiohttp", "raw aiohttp"), ("raw_httpx", "raw httpx")):
         left.plot(conc, [row[f"{key}_rps"] for row in rows], marker="o", label=label)
         right.plot(conc, [row[f"{key}_cpu_us"] for row in rows], marker="o", label=label)
-    for ax, title, unit in ((left, "Throughput", "requests/s"), (right, "Client CPU per call", "µs")):
+    right.set_yscale("log")  # httpx is an order of magnitude above the other two
+    for ax, title, unit in ((left, "Throughput (higher is better)", "requests/s"),
+                            (right, "Client CPU per call (lower is better)", "µs, log scale")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(conc, [str(c) for c in conc])
         ax.set_xlabel("concurrency")
