@@ -115,7 +115,7 @@ class _Run:
         self.stop_reason: str | None = None
         self.unknown_run = 0
         self.stop_after_unknown = stop_after_unknown
-        self.source_error: BaseException | None = None
+        self.fatal: BaseException | None = None
 
     async def pull(self, *, draining: bool = False) -> tuple[int, Any] | None:
         """The next (index, raw item), or None when done (or stopping, unless draining)."""
@@ -135,6 +135,12 @@ class _Run:
             return None
         index, self.index = self.index, self.index + 1
         return index, raw
+
+    def fail(self, error: BaseException, reason: str) -> None:
+        """Stop the run; ``error`` is raised to the consumer once the workers are done."""
+        if self.fatal is None:
+            self.fatal = error
+        self.stop_reason = self.stop_reason or reason
 
     def note(self, item: BulkItem) -> None:
         if item.outcome is Outcome.SUCCEEDED or item.outcome is Outcome.FAILED:
@@ -199,15 +205,18 @@ async def allocate_stream(
             try:
                 pulled = await run.pull()
             except Exception as error:  # the caller's input iterator broke
-                run.source_error = error
-                run.stop_reason = run.stop_reason or "reading the input failed"
+                run.fail(error, "reading the input failed")
                 return
             if pulled is None:
                 return
             item = await one(*pulled)
             run.note(item)
             if on_item is not None:
-                on_item(item)
+                try:
+                    on_item(item)
+                except Exception as error:  # e.g. a journal that cannot write: stop sending
+                    run.fail(error, "on_item failed")
+                    return
             await done.put(item)
 
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
@@ -220,8 +229,8 @@ async def allocate_stream(
     try:
         while (item := await done.get()) is not _DONE:
             yield item
-        if run.source_error is not None:
-            raise run.source_error
+        if run.fatal is not None:
+            raise run.fatal
         if run.stop_reason is not None:  # the rest of the input is never sent
             while (pulled := await run.pull(draining=True)) is not None:
                 index, raw = pulled
@@ -256,7 +265,7 @@ async def allocate_many(
     stop_reason = None
     async for item in stream:
         items.append(item)
-        if item.outcome is Outcome.NOT_ATTEMPTED and stop_reason is None and item.error is not None:
-            stop_reason = str(item.error)
+        if item.outcome is Outcome.NOT_ATTEMPTED and isinstance(item.error, EnKashError) and stop_reason is None:
+            stop_reason = item.error.message
     items.sort(key=lambda item: item.index)
     return BulkResult(items, stop_reason)

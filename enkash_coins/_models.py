@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -146,7 +147,7 @@ class AllocationRequest:
         """Build from a mapping with the same keys (``user_id``, ``event``, ...)."""
         if isinstance(data, AllocationRequest):
             return data
-        if not isinstance(data, dict):
+        if not isinstance(data, Mapping):
             raise InvalidInputError(
                 f"an allocation must be an AllocationRequest or a mapping, not {type(data).__name__}"
             )
@@ -156,7 +157,7 @@ class AllocationRequest:
         missing = {"user_id", "event"} - set(data)
         if missing:
             raise InvalidInputError(f"allocation is missing {', '.join(sorted(missing))}")
-        return cls(**data)
+        return cls(**{str(k): v for k, v in data.items()})
 
 
 _REQUEST_KEYS = frozenset(a.name for a in attrs.fields(AllocationRequest))

@@ -84,9 +84,10 @@ def check_response(response: Response, *, request_id: str | None = None) -> Enve
     status = response.status
     if 200 <= status < 300:
         content = response.content
-        envelope = _MEMO.get(content)
-        if envelope is not None:
-            return envelope
+        if len(content) <= _MEMO_MAX_BODY:
+            envelope = _MEMO.get(content)
+            if envelope is not None:
+                return envelope
         if response.truncated:
             raise ResponseDecodeError(
                 f"HTTP {status} response body exceeded the size cap",

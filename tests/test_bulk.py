@@ -173,3 +173,27 @@ def test_derived_request_ids_are_stable_distinct_and_url_safe() -> None:
     for bad in (("",), ("c", None), ("c", 1.5)):
         with pytest.raises(InvalidInputError):
             derive_request_id(*bad)  # type: ignore[arg-type]
+
+
+async def test_a_failing_on_item_hook_stops_the_run_and_raises(coins: CoinAllocator, fake: FakeEnKash) -> None:
+    """A journal that cannot write must stop the run, not let it go on unrecorded."""
+    recorded: list[BulkItem] = []
+
+    def journal(item: BulkItem) -> None:
+        if len(recorded) == 10:
+            raise OSError("disk full")
+        recorded.append(item)
+
+    rows = ({"user_id": f"J{i}", "event": "REFERRAL_EVENT"} for i in range(1000))
+    with pytest.raises(OSError, match="disk full"):
+        await coins.allocate_many(rows, concurrency=4, on_item=journal)
+    assert len(fake.ledger) < 1000  # it stopped sending
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_any_mapping_is_accepted(coins: CoinAllocator, fake: FakeEnKash) -> None:
+    import types
+
+    row = types.MappingProxyType({"user_id": "MP1", "event": "REFERRAL_EVENT"})
+    result = await coins.allocate_many([row])
+    assert result.items[0].outcome is Outcome.SUCCEEDED and fake.balance("MP1") == 50

@@ -57,6 +57,18 @@ def test_bulk_csv_succeeds_and_writes_results(server: Served, tmp_path: Path) ->
     assert (tmp_path / "campaign.csv.journal.sqlite").exists()
 
 
+def test_coin_config_fills_the_coins_column(server: Served, tmp_path: Path) -> None:
+    env = server.env(ENKASH_COMPANY_ID=COMPANY)
+    created = json.loads(cli("events", "create", "--event", "COINS_COL", "--amount", "4", env=env).stdout)
+    path = write_csv(tmp_path / "cc.csv", [{"user_id": f"CC{i}", "event": "COINS_COL"} for i in range(3)])
+    result = cli("bulk", str(path), "--campaign", "C_CC", "--coin-config", created["coin_config_id"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert "COINS_COL" in result.stdout and "12" in result.stdout
+    missing = cli("bulk", str(write_csv(tmp_path / "cc2.csv", [{"user_id": "X", "event": "COINS_COL"}])),
+                  "--campaign", "C_CC2", "--coin-config", "WCC999999", env=env)
+    assert missing.returncode == 2 and "NotFoundError" in missing.stderr
+
+
 def test_bulk_jsonl_with_explicit_ids_and_companies(server: Served, tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     path.write_text('{"user_id": "J1", "event": "REFERRAL_EVENT", "company_id": "CLI_CO", "request_id": "JL_1"}\n'

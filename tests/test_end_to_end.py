@@ -172,3 +172,13 @@ def test_faults_are_reproducible_under_a_seed() -> None:
     assert fates != [Faults(server_error=0.3, drop_after=0.2, seed=6).pick("allocate", ("allocate", f"R{i}"), 1)
                      for i in range(500)]
     assert Faults(server_error=1.0, routes={"balance"}).pick("allocate", "k", 1) is None
+
+
+def test_fault_specs_are_validated() -> None:
+    from enkash_coins import InvalidInputError
+
+    assert Faults.parse("server_error=0.1,routes=allocate+balance,seed=3") == Faults(
+        server_error=0.1, routes={"allocate", "balance"}, seed=3)
+    for bad in ("server_error=lots", "nonsense=1", "server_error=2", "routes=nowhere", "server_error=0.6,hang=0.6"):
+        with pytest.raises(InvalidInputError):
+            Faults.parse(bad)

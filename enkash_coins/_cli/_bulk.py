@@ -7,6 +7,7 @@ import asyncio
 import csv
 import json
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Mapping
@@ -17,11 +18,11 @@ import attrs
 
 from .._bulk import BulkItem
 from .._client import CoinAllocator
-from .._exceptions import InvalidInputError
+from .._exceptions import EnKashError, InvalidInputError
 from .._ids import derive_request_id
 from .._journal import Journal, Row
 from .._models import AllocationRequest
-from ._config import ConfigError, add_connection_flags, build_allocator, company_from
+from ._config import add_connection_flags, build_allocator, company_from
 from ._render import Reporter
 
 __all__ = ["BulkOptions", "add_parser", "read_rows", "run_bulk"]
@@ -56,6 +57,8 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and show what would be sent; send nothing")
     p.add_argument("--retry-failed", action="store_true",
                    help="resend rows that failed definitively, each with a NEW requestId")
+    p.add_argument("--coin-config", action="append", default=[], metavar="ID",
+                   help="a coinConfigId whose amount to show in the summary's coins column (repeatable)")
     p.add_argument("--stop-after-unknown", type=int, default=20,
                    help="stop after this many unknown outcomes in a row (default 20)")
     add_connection_flags(p)
@@ -223,6 +226,9 @@ async def bulk_file(path: Path, coins_factory: Any, args: argparse.Namespace, re
                               stop_after_unknown=args.stop_after_unknown, campaign=args.campaign,
                               amounts=amounts or {})
         async with coins:
+            if getattr(args, "coin_config", None):
+                events = [await coins.get_event(config_id) for config_id in args.coin_config]
+                options = attrs.evolve(options, amounts={**options.amounts, **{e.event: e.amount for e in events}})
             try:
                 return await _with_signals(run_bulk(coins, journal, options, reporter))
             finally:
@@ -236,8 +242,14 @@ def main(args: argparse.Namespace) -> int:
     reporter = Reporter()
     try:
         return asyncio.run(bulk_file(args.file, lambda: build_allocator(args), args, reporter))
-    except (InvalidInputError, ConfigError) as exc:
+    except InvalidInputError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except (sqlite3.Error, OSError) as exc:
+        print(f"error: the journal or results file cannot be used: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except EnKashError as exc:  # before the run: e.g. a --coin-config that does not exist
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: every finished row is journaled; run the same command again to finish",

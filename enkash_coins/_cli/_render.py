@@ -109,7 +109,7 @@ class Reporter:
         events.add_column("allocations", justify="right")
         events.add_column("coins", justify="right")
         for event, n in sorted(per_event.items()):
-            events.add_row(event, f"{n:,}", f"{n * amounts[event]:,}" if event in amounts else "n/a")
+            events.add_row(event, f"{n:,}", f"{n * amounts[event]:,}" if event in amounts else "n/a (--coin-config)")
         self._out.print(outcomes)
         self._out.print(events)
         if counts.get("unknown") or counts.get("pending") or counts.get("not_attempted"):

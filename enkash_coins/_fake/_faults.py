@@ -136,12 +136,15 @@ class Faults:
             name = name.strip().replace("-", "_")
             if name not in names or not raw:
                 raise InvalidInputError(f"unknown fault setting {item!r}; known: {sorted(names)}")
-            if name == "routes":
-                values[name] = frozenset(raw.split("+"))
-            elif name == "seed":
-                values[name] = int(raw)
-            else:
-                values[name] = float(raw)
+            try:
+                if name == "routes":
+                    values[name] = frozenset(raw.split("+"))
+                elif name == "seed":
+                    values[name] = int(raw)
+                else:
+                    values[name] = float(raw)
+            except ValueError:
+                raise InvalidInputError(f"fault setting {item!r}: {raw!r} is not a number") from None
         return cls(**values)
 
 
