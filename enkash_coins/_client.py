@@ -6,13 +6,13 @@ import enum
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
-from types import TracebackType
 
 import cattrs
 
 from . import _bulk
 from ._auth import Auth
 from ._bulk import BulkItem, BulkResult, Source
+from ._closing import AsyncClosing
 from ._converter import converter
 from ._exceptions import (
     APIError,
@@ -76,7 +76,7 @@ class _Call:
         self.first_error: EnKashError | None = None
 
 
-class CoinAllocator:
+class CoinAllocator(AsyncClosing):
     """Credits EnKash coins. Build one per process, share it, close it once.
 
     Args:
@@ -136,14 +136,6 @@ class CoinAllocator:
             raise ClientClosedError("this CoinAllocator is closed; build a new one")
         self._state = _State.OPENED
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the transport and its connections. Closing twice is harmless."""

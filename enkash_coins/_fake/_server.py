@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from types import TracebackType
 from typing import Any
 
 import attrs
 from aiohttp import web
 
+from .._closing import AsyncClosing
 from .._exceptions import ClientClosedError
 from .._transports import Request
 from ._enkash import FakeEnKash
@@ -17,7 +17,7 @@ from ._faults import Dropped
 __all__ = ["FakeServer"]
 
 
-class FakeServer:
+class FakeServer(AsyncClosing):
     """Serves a :class:`FakeEnKash` on ``host:port`` (127.0.0.1 and a free port by default).
 
     Same routes, status codes and JSON as the in-process fake, plus read-only views
@@ -77,12 +77,8 @@ class FakeServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """The same as :meth:`stop`."""
         await self.stop()
 
     async def _handle(self, http: web.Request) -> web.StreamResponse:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import urllib.parse
-from types import TracebackType
 
 import aiohttp
 from yarl import URL
 
+from .._closing import AsyncClosing
 from .._exceptions import (
     ClientClosedError,
     ConnectError,
@@ -80,7 +80,7 @@ def _translate(error: BaseException, method: str, url: str) -> TransportError:
     return TransportError(f"connection failed during {where}: {type(error).__name__}")
 
 
-class AiohttpTransport:
+class AiohttpTransport(AsyncClosing):
     """Sends requests through one pooled :class:`aiohttp.ClientSession`.
 
     Args:
@@ -164,14 +164,3 @@ class AiohttpTransport:
         session, self._session = self._session, None
         if session is not None and self._owns_session and not session.closed:
             await session.close()
-
-    async def __aenter__(self) -> AiohttpTransport:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

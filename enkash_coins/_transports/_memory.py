@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from types import TracebackType
 from typing import TYPE_CHECKING
 
+from .._closing import AsyncClosing
 from .._exceptions import ClientClosedError, InvalidInputError, RequestTimeoutError, TransportError
 from .._fake._faults import Dropped
 from ._base import Request, Response
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["InMemoryTransport"]
 
 
-class InMemoryTransport:
+class InMemoryTransport(AsyncClosing):
     """Routes requests to a :class:`FakeEnKash` in the same process.
 
     Use it in your service's tests: the SDK runs unchanged above it (auth, retries,
@@ -60,14 +60,3 @@ class InMemoryTransport:
 
     async def aclose(self) -> None:
         self._closed = True
-
-    async def __aenter__(self) -> InMemoryTransport:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
