@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -174,7 +174,7 @@ async def allocate_stream(
     concurrency: int = 32,
     stop_after_unknown: int = 20,
     on_item: Callable[[BulkItem], object] | None = None,
-) -> AsyncIterator[BulkItem]:
+) -> AsyncGenerator[BulkItem, None]:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
         raise InvalidInputError(f"concurrency must be an integer from 1 to 10000, not {concurrency!r}")
     if isinstance(stop_after_unknown, bool) or not isinstance(stop_after_unknown, int) or stop_after_unknown < 1:

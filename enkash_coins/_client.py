@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import cattrs
 
@@ -216,7 +216,7 @@ class CoinAllocator(AsyncClosing):
         concurrency: int = 32,
         stop_after_unknown: int = 20,
         on_item: Callable[[BulkItem], object] | None = None,
-    ) -> AsyncIterator[BulkItem]:
+    ) -> AsyncGenerator[BulkItem, None]:
         """Allocate many, yielding each :class:`BulkItem` as it finishes.
 
         ``requests`` (an iterable or async iterable of :class:`AllocationRequest` or

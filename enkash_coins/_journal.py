@@ -138,6 +138,11 @@ class Journal:
         self._db.execute("UPDATE rows SET status = ?, error = ?, updated = ? WHERE line = ?",
                          (status, error, time.time(), line))
 
+    def mark_unsent(self) -> None:
+        """After an orderly stop: rows still pending were never sent."""
+        self._db.execute("UPDATE rows SET status = 'not_attempted', updated = ? WHERE status = 'pending'",
+                         (time.time(),))
+
     def renew_ids(self, new_ids: dict[int, str]) -> None:
         """Give failed rows new requestIds (for --retry-failed), all in one transaction."""
         with self._db:

@@ -254,3 +254,31 @@ def test_secrets_never_reach_output_results_or_journal(server: Served, tmp_path:
     for secret in ("demo-password", "demo-secret", "wrong-password-123", server.token,
                    base64.b64encode(b"demo-client:demo-secret").decode()):
         assert secret not in blob
+
+
+def test_sigterm_journals_in_flight_rows_as_unknown_and_resume_finishes(tmp_path: Path) -> None:
+    n = 200
+    seed = seed_file(tmp_path, COMPANY, {"DIWALI_BONUS": 50})
+    with serve("--faults", "latency=0.05,seed=1", seed=seed) as server:
+        path = write_csv(tmp_path / "term.csv", [{"user_id": f"T{i}", "event": "DIWALI_BONUS"} for i in range(n)])
+        out = tmp_path / "term_out.csv"
+        cmd = [sys.executable, "-m", "enkash_coins", "bulk", str(path), "--campaign", "TERM",
+               "--company-id", COMPANY, "--concurrency", "8", "--out", str(out)]
+        proc = subprocess.Popen(cmd, env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        journal = tmp_path / "term.csv.journal.sqlite"
+        deadline = time.monotonic() + 60
+        while journal_done(journal) < 20 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 1
+        assert "interrupted" in err and "run the same command again" in err
+        results = read_csv(out)  # written on the way out
+        assert len(results) == n
+        outcomes = {r["outcome"] for r in results}
+        assert {"unknown", "succeeded", "not_attempted"} <= outcomes  # in flight / done / never sent
+
+        resumed = subprocess.run(cmd, env=server.env(), capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+        credited = [e["request_id"] for e in server.get("ledger")["ledger"]]
+        assert len(credited) == len(set(credited)) == n

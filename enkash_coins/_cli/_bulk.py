@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import signal
@@ -171,9 +172,17 @@ async def run_bulk(coins: CoinAllocator, journal: Journal, options: BulkOptions,
     requests = (AllocationRequest(user_id=e.row.user_id, event=e.row.event, company_id=e.row.company_id,
                                   request_id=e.row.request_id) for e in todo)
     started = time.monotonic()
-    async for item in coins.allocate_stream(requests, concurrency=options.concurrency,
-                                            stop_after_unknown=options.stop_after_unknown, on_item=record):
-        reporter.advance(item.outcome)
+    stream = coins.allocate_stream(requests, concurrency=options.concurrency,
+                                   stop_after_unknown=options.stop_after_unknown, on_item=record)
+    try:
+        async with contextlib.aclosing(stream):
+            async for item in stream:
+                reporter.advance(item.outcome)
+    except asyncio.CancelledError:
+        # The stream has closed: rows in flight were journaled "unknown"; the rest never left.
+        journal.mark_unsent()
+        reporter.stop()
+        raise
     elapsed = time.monotonic() - started
     reporter.stop()
     final = journal.counts()
