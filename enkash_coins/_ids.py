@@ -42,7 +42,7 @@ def derive_request_id(campaign: str, *parts: object) -> str:
     campaign name (for people reading logs), then 26 base32 characters (130 bits) of
     a SHA-256 over the exact campaign name and parts. Length is at most 43
     characters, URL-safe. For a campaign of n rows the chance that any two distinct
-    rows share an id is about n**2 / 2**131 (about 1e-29 for a million rows).
+    rows share an id is about n**2 / 2**131 (about 4e-28 for a million rows).
 
     Args:
         campaign: the campaign's name, e.g. ``"DIWALI_2026"``.
