@@ -113,6 +113,8 @@ class PasswordGrant:
             "username": username, "password": password,
             "grant_type": "password", "clientId": client_id,
         }).encode()
+        if isinstance(refresh_margin, bool) or not isinstance(refresh_margin, (int, float)) or refresh_margin < 0:
+            raise InvalidInputError(f"refresh_margin must be seconds >= 0, not {refresh_margin!r}")
         self._margin = refresh_margin
         self._clock = clock
         self._token: str | None = None

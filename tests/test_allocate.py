@@ -16,6 +16,7 @@ from enkash_coins import (
     FakeEnKash,
     InMemoryTransport,
     InvalidInputError,
+    PasswordGrant,
     StaticToken,
 )
 
@@ -153,3 +154,9 @@ async def test_bad_constructor_arguments_are_typed_errors() -> None:
         CoinAllocator(InMemoryTransport(), auth="token")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         StaticToken("")
+    with pytest.raises(InvalidInputError, match="timeout"):
+        InMemoryTransport(timeout=0)
+    with pytest.raises(InvalidInputError, match="refresh_margin"):
+        PasswordGrant(username="u", password="p", client_id="c", client_secret="s", refresh_margin=-1)
+    with pytest.raises(InvalidInputError, match="company_id"):
+        CoinAllocator(InMemoryTransport(), auth=StaticToken("t"), company_id="a b")

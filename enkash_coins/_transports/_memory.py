@@ -35,6 +35,9 @@ class InMemoryTransport(AsyncClosing):
             fake = FakeEnKash()
         elif not isinstance(fake, FakeEnKash):
             raise InvalidInputError(f"fake must be a FakeEnKash, not {type(fake).__name__}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout > 0):
+            raise InvalidInputError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
         self.fake = fake
         self._timeout = timeout
         self._closed = False
