@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from ._client import CoinAllocator
 
 __all__ = ["BulkItem", "BulkResult", "Outcome"]
+
+log = logging.getLogger("enkash_coins")
 
 Source = Iterable[AllocationRequest | Mapping[str, Any]] | AsyncIterable[AllocationRequest | Mapping[str, Any]]
 
@@ -140,20 +143,24 @@ class _Run:
         """Stop the run; ``error`` is raised to the consumer once the workers are done."""
         if self.fatal is None:
             self.fatal = error
-        self.stop_reason = self.stop_reason or reason
+        self.stop(reason)
 
     def note(self, item: BulkItem) -> None:
         if item.outcome is Outcome.SUCCEEDED or item.outcome is Outcome.FAILED:
             self.unknown_run = 0
         elif item.outcome is Outcome.UNKNOWN:
             self.unknown_run += 1
-            if self.unknown_run >= self.stop_after_unknown and self.stop_reason is None:
-                self.stop_reason = (f"{self.unknown_run} allocations in a row had an unknown outcome "
-                                    "(EnKash looks down)")
-        if isinstance(item.error, AuthenticationError) and self.stop_reason is None:
-            self.stop_reason = "authentication failed"
-        if isinstance(item.error, ClientClosedError) and self.stop_reason is None:
-            self.stop_reason = "the allocator was closed"
+            if self.unknown_run >= self.stop_after_unknown:
+                self.stop(f"{self.unknown_run} allocations in a row had an unknown outcome (EnKash looks down)")
+        if isinstance(item.error, AuthenticationError):
+            self.stop("authentication failed")
+        if isinstance(item.error, ClientClosedError):
+            self.stop("the allocator was closed")
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.warning("bulk run stopping early: %s; the rest is reported not_attempted", reason)
 
 
 class _InFlightCancelled(EnKashError):

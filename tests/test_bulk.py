@@ -70,7 +70,7 @@ async def test_every_outcome_in_input_order() -> None:
     assert str(Outcome.NOT_ATTEMPTED) == "not_attempted"
 
 
-async def test_authentication_failure_stops_the_run() -> None:
+async def test_authentication_failure_stops_the_run(caplog: pytest.LogCaptureFixture) -> None:
     coins, transport = allocator()
     inputs = [{"user_id": "NOAUTH", "event": "E"}] + [{"user_id": f"OK{i}", "event": "E"} for i in range(50)]
     result = await coins.allocate_many(inputs, concurrency=1)
@@ -79,6 +79,7 @@ async def test_authentication_failure_stops_the_run() -> None:
     assert len(result.not_attempted) == 50 and len(transport.sent) == 1
     assert "authentication failed" in (result.stop_reason or "")
     assert all(i.request is not None and i.request.request_id for i in result.not_attempted)
+    assert any("bulk run stopping early: authentication failed" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_run_of_unknown_outcomes_stops_the_run() -> None:
