@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable
 
@@ -121,9 +122,10 @@ class CoinAllocator(AsyncClosing):
         # The first attempt runs outside backoff (the common case costs nothing
         # extra); a failure is handed to backoff as its first try, see _resume.
         self._retry_idempotent = retrying(self._resume, policy, giveup=_never, on_retry=on_retry,
-                                          budget=self.retry_budget)
+                                          budget=self.retry_budget, max_time=self._time_left)
         self._retry_once = retrying(self._resume, policy, giveup=_maybe_sent, on_retry=on_retry,
-                                    budget=self.retry_budget)
+                                    budget=self.retry_budget, max_time=self._time_left)
+        self._retry_started = 0.0
         self._headers: tuple[str, dict[str, str], dict[str, str]] | None = None
 
     def __repr__(self) -> str:
@@ -346,12 +348,16 @@ class CoinAllocator(AsyncClosing):
             raise ClientClosedError("this CoinAllocator is closed; build a new one")
         request = Request(method, path, _JSON_HEADERS if body else _ACCEPT, body)
         call = _Call(operation, request_id)
+        started = time.monotonic()
         try:
             try:
                 envelope = await self._attempt(request, call)
             except EnKashError as first:
                 call.first_error = first
                 retry = self._retry_idempotent if idempotent else self._retry_once
+                # backoff reads max_time (via _time_left) synchronously as the loop
+                # starts, before any await, so no other call can change this meanwhile.
+                self._retry_started = started
                 envelope = await retry(request, call)
         except EnKashError as error:
             error.request_id = request_id
@@ -361,6 +367,10 @@ class CoinAllocator(AsyncClosing):
         if self.retry_budget is not None:
             self.retry_budget.refund(call.retry_spent or 1)
         return envelope
+
+    def _time_left(self) -> float:
+        """Seconds of ``max_time`` left for the call whose retry loop is starting."""
+        return self.retry.max_time - (time.monotonic() - self._retry_started)
 
     def _with_token(self, request: Request, token: str) -> Request:
         """The request with its bearer header; the two header sets are built once per token."""

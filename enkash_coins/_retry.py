@@ -38,7 +38,7 @@ class RetryPolicy:
 
     Args:
         max_attempts: attempts in all, the first included; 1 disables retries.
-        max_time: no new attempt starts after this many seconds.
+        max_time: no new attempt starts this many seconds after the call began.
         base_delay: the first backoff ceiling; it doubles each retry ("full jitter":
             the actual wait is uniform between 0 and the ceiling).
         max_delay: the largest ceiling. A ``Retry-After`` asking for longer than
@@ -132,13 +132,15 @@ def retrying(
     giveup: Callable[[EnKashError], bool],
     on_retry: Callable[[RetryEvent], object] | None,
     budget: RetryBudget | None = None,
+    max_time: Callable[[], float] | None = None,
 ) -> Callable[..., Awaitable[T]]:
     """Wrap ``target(request, call)`` in backoff's async retry loop.
 
     ``call`` (the second argument) carries ``request_id`` and ``operation`` for the
     log line and the ``on_retry`` event, and ``retry_spent``, the budget tokens its
     retries took. ``giveup`` adds reasons not to retry. ``target`` must set
-    ``error.attempts`` before raising.
+    ``error.attempts`` before raising. ``max_time``, if given, is read when the loop
+    starts and says how many of the policy's seconds are left.
     """
 
     def _giveup(error: Exception) -> bool:
@@ -176,7 +178,7 @@ def retrying(
         policy.delays,
         EnKashError,
         max_tries=policy.max_attempts,
-        max_time=policy.max_time,
+        max_time=max_time if max_time is not None else policy.max_time,
         jitter=None,
         giveup=_giveup,
         on_backoff=_log,

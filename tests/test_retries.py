@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import time
 
 import pytest
 
-from conftest import FAST, envelope, scripted
+from conftest import COMPANY, FAST, ScriptedTransport, envelope, scripted
 from enkash_coins import (
     APIError,
+    CoinAllocator,
     ConnectError,
     InvalidRequestError,
     RateLimitError,
+    Request,
     RequestTimeoutError,
     Response,
     RetryEvent,
     RetryPolicy,
     ServerError,
+    StaticToken,
     TransportError,
 )
 
@@ -147,3 +151,20 @@ def test_retry_policy_rejects_nonsense() -> None:
         with pytest.raises(InvalidInputError):
             RetryPolicy(**bad)  # type: ignore[arg-type]
     assert FAST.max_attempts == 4
+
+
+async def test_max_time_counts_from_the_start_of_the_call() -> None:
+    """A first attempt that used up max_time leaves no time for a retry."""
+
+    class Slow503(ScriptedTransport):
+        async def send(self, request: Request) -> Response:
+            self.sent.append(request)
+            await asyncio.sleep(0.3)
+            return Response(503, {}, b"")
+
+    transport = Slow503()
+    coins = CoinAllocator(transport, auth=StaticToken("t"), company_id=COMPANY,
+                          retry=RetryPolicy(max_attempts=5, max_time=0.2, base_delay=0.0))
+    with pytest.raises(ServerError) as info:
+        await coins.allocate(user_id="U", event="E")
+    assert len(transport.sent) == 1 and info.value.attempts == 1
