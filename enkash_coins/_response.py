@@ -84,7 +84,7 @@ def check_response(response: Response, *, request_id: str | None = None) -> Enve
     status = response.status
     if 200 <= status < 300:
         content = response.content
-        if len(content) <= _MEMO_MAX_BODY:
+        if len(content) <= _MEMO_MAX_BODY and not response.truncated:
             envelope = _MEMO.get(content)
             if envelope is not None:
                 return envelope
