@@ -11,6 +11,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -243,8 +244,9 @@ async def _faulty_run(base: str, token: str, n: int) -> dict[str, float]:
 
 def scenario_faults(n: int) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n}
-    seed_path = ROOT / "benchmarks" / "results" / ".seed.json"
-    seed_path.write_text(json.dumps({"events": [{"company_id": "BENCH", "event": "DIWALI_BONUS", "amount": 5}]}))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as seed:
+        json.dump({"events": [{"company_id": "BENCH", "event": "DIWALI_BONUS", "amount": 5}]}, seed)
+    seed_path = Path(seed.name)
     try:
         for label, faults in (("fault_free", ""), ("unavailable_10pct", "unavailable=0.1,seed=5")):
             port = free_port()
