@@ -189,11 +189,17 @@ async def allocate_stream(
     run = _Run(requests, stop_after_unknown)
     done: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency * 2)
 
-    async def one(index: int, raw: Any) -> BulkItem:
+    def prepare(index: int, raw: Any) -> AllocationRequest | BulkItem:
+        """The request to send, or the failed item when the input is not one."""
         try:
-            request = coins.resolve(AllocationRequest.from_mapping(raw))
+            return coins.resolve(AllocationRequest.from_mapping(raw))
         except InvalidInputError as error:
             return BulkItem(index=index, request=None, outcome=Outcome.FAILED, error=error)
+
+    async def one(index: int, raw: Any) -> BulkItem:
+        request = prepare(index, raw)
+        if isinstance(request, BulkItem):
+            return request
         try:
             allocation = await coins.allocate_request(request)
         except asyncio.CancelledError:
@@ -241,10 +247,9 @@ async def allocate_stream(
         if run.stop_reason is not None:  # the rest of the input is never sent
             while (pulled := await run.pull(draining=True)) is not None:
                 index, raw = pulled
-                try:
-                    request = coins.resolve(AllocationRequest.from_mapping(raw))
-                except InvalidInputError as error:
-                    item = BulkItem(index=index, request=None, outcome=Outcome.FAILED, error=error)
+                request = prepare(index, raw)
+                if isinstance(request, BulkItem):
+                    item = request
                 else:
                     stopped = _NotAttempted(f"not attempted: the run stopped early ({run.stop_reason})",
                                             request_id=request.request_id)

@@ -55,6 +55,33 @@ class LoggedRequest:
     fault: str | None = None
 
 
+@attrs.frozen
+class _Parsed:
+    """A request taken apart once: path, query, JSON body, and what identifies repeats."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    bad_json: bool
+    key: Any  # its requestId for an allocation, else the request's bytes
+
+
+def _parse(request: Request) -> _Parsed:
+    split = urllib.parse.urlsplit(request.path)
+    body: Any = None
+    bad_json = False
+    if request.content and not split.path.endswith("/oauth/token"):
+        try:
+            body = json.loads(request.content)
+        except ValueError:
+            bad_json = True
+    rid = body.get("requestId") if isinstance(body, dict) and split.path.endswith("/allocate-coin") else None
+    key = ("allocate", rid) if isinstance(rid, str) else (request.method, request.path, request.content)
+    return _Parsed(request.method.upper(), split.path, dict(urllib.parse.parse_qsl(split.query)),
+                   body, bad_json, key)
+
+
 def route_of(request: Request) -> str:
     """The fault-injection route name of a request."""
     path = request.path.split("?", 1)[0]
@@ -169,88 +196,73 @@ class FakeEnKash:
                 their own connection failure).
         """
         faults = self.faults
-        key = self.request_key(request)
-        attempt = self._seen.get(key, 0) + 1
-        delay = faults.delay(key, attempt)
+        parsed = _parse(request)
+        attempt = self._seen.get(parsed.key, 0) + 1
+        delay = faults.delay(parsed.key, attempt)
         if delay:
             await asyncio.sleep(delay)
-        fault = faults.pick(route_of(request), key, attempt)
+        fault = faults.pick(route_of(request), parsed.key, attempt)
         if fault is None:
-            return self.respond(request)
+            return self._answer(request, parsed)
         if fault == "drop_after":
-            response, body, key = self._route(request)
-            self._log(request, response.status, body, key, fault)
+            self._answer(request, parsed, fault)
             raise Dropped(applied=True)
         if fault == "drop_before":
-            self._log(request, 0, None, key, fault)
+            self._log(parsed, 0, None, fault)
             raise Dropped(applied=False)
         response = faults.response(fault)
-        self._log(request, response.status, None, key, fault)
+        self._log(parsed, response.status, None, fault)
         if fault == "hang":
             await asyncio.sleep(faults.hang_seconds)
         return response
 
     def respond(self, request: Request) -> Response:
         """Answer one request (no faults). Safe to call from many tasks: it never awaits."""
-        response, body, key = self._route(request)
-        self._log(request, response.status, body, key, None)
+        return self._answer(request, _parse(request))
+
+    def _answer(self, request: Request, parsed: _Parsed, fault: str | None = None) -> Response:
+        response, logged_body = self._route(request, parsed)
+        self._log(parsed, response.status, logged_body, fault)
         return response
 
-    def _log(self, request: Request, status: int, body: Any, key: Any, fault: str | None) -> None:
-        split = urllib.parse.urlsplit(request.path)
-        seen = self._seen[key] = self._seen.get(key, 0) + 1
+    def _log(self, parsed: _Parsed, status: int, body: Any, fault: str | None) -> None:
+        seen = self._seen[parsed.key] = self._seen.get(parsed.key, 0) + 1
         self.requests.append(LoggedRequest(
-            method=request.method, path=split.path,
-            query=dict(urllib.parse.parse_qsl(split.query)), body=body,
+            method=parsed.method, path=parsed.path, query=parsed.query, body=body,
             status=status, attempt=seen, fault=fault,
         ))
 
-    def request_key(self, request: Request) -> Any:
-        """What identifies repeats of one logical request: its requestId, else its bytes."""
-        if request.path.endswith("/allocate-coin"):
-            try:
-                rid = json.loads(request.content).get("requestId")
-            except (ValueError, AttributeError):
-                rid = None
-            if isinstance(rid, str):
-                return ("allocate", rid)
-        return (request.method, request.path, request.content)
-
-    def _route(self, request: Request) -> tuple[Response, Any, Any]:
-        split = urllib.parse.urlsplit(request.path)
-        path, method = split.path, request.method.upper()
-        key = self.request_key(request)
+    def _route(self, request: Request, parsed: _Parsed) -> tuple[Response, Any]:
+        """The response, and the body to log (never credentials)."""
+        path, method, body = parsed.path, parsed.method, parsed.body
         if path == "/oauth/token":
             if method != "POST":
-                return _failure("Method not allowed", 405), None, key
-            return self._token(request), "<form redacted>", key
+                return _failure("Method not allowed", 405), None
+            return self._token(request), "<form redacted>"
         if not path.startswith("/api/v0/"):
-            return _failure("Not found", 404), None, key
-        try:
-            body = json.loads(request.content) if request.content else None
-        except ValueError:
-            return _failure("Malformed JSON body", 400), None, key
+            return _failure("Not found", 404), None
+        if parsed.bad_json:
+            return _failure("Malformed JSON body", 400), None
         if not self._authorized(request):
-            return _oauth_error(401, "invalid_token", "Invalid or expired access token"), body, key
-        query = dict(urllib.parse.parse_qsl(split.query))
+            return _oauth_error(401, "invalid_token", "Invalid or expired access token"), body
         if path == "/api/v0/enkash-coins/allocate-coin" and method == "POST":
-            return self._allocate(body), body, key
+            return self._allocate(body), body
         if path == "/api/v0/enkash-coins/create-coins-config" and method == "POST":
-            return self._create(body), body, key
+            return self._create(body), body
         if path == "/api/v0/coins/balance" and method == "GET":
-            user = query.get("userId")
+            user = parsed.query.get("userId")
             if not user:
-                return _failure("userId is required", 400), body, key
-            return _envelope(0, "Success", self.balance(user)), body, key
+                return _failure("userId is required", 400), body
+            return _envelope(0, "Success", self.balance(user)), body
         prefix = "/api/v0/enkash-coins/"
         if path.startswith(prefix) and "/" not in path[len(prefix):]:
             config_id = urllib.parse.unquote(path[len(prefix):])
             if method == "GET":
-                return self._get(config_id), body, key
+                return self._get(config_id), body
             if method == "PATCH":
-                return self._update(config_id, body), body, key
-            return _failure("Method not allowed", 405), body, key
-        return _failure("Not found", 404), body, key
+                return self._update(config_id, body), body
+            return _failure("Method not allowed", 405), body
+        return _failure("Not found", 404), body
 
     def _token(self, request: Request) -> Response:
         self.token_requests += 1
