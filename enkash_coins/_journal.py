@@ -14,7 +14,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -128,10 +128,33 @@ class Journal:
             for line, c, u, e, rid, status, error, retries in self._db.execute(query + " ORDER BY line", args)
         ]
 
+    def stream(self, statuses: Iterable[str]) -> Iterator[Row]:
+        """Rows with these statuses, read lazily from a snapshot taken now.
+
+        A second connection reads (WAL lets it see a stable snapshot), so outcomes
+        recorded meanwhile neither skip nor repeat rows, and memory stays flat however
+        large the campaign.
+        """
+        wanted = list(statuses)
+        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            reader.execute("BEGIN")  # one snapshot for the whole read
+            cursor = reader.execute(
+                "SELECT line, company_id, user_id, event, request_id FROM rows"
+                f" WHERE status IN ({','.join('?' * len(wanted))}) ORDER BY line", wanted)
+            for line, company_id, user_id, event, request_id in cursor:
+                yield Row(line=line, company_id=company_id, user_id=user_id, event=event, request_id=request_id)
+        finally:
+            reader.close()
+
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
         counts.update(self._db.execute("SELECT status, COUNT(*) FROM rows GROUP BY status").fetchall())
         return counts
+
+    def succeeded_per_event(self) -> dict[str, int]:
+        return dict(self._db.execute(
+            "SELECT event, COUNT(*) FROM rows WHERE status = 'succeeded' GROUP BY event").fetchall())
 
     def record(self, line: int, status: str, error: str | None = None) -> None:
         """Commit one row's outcome (autocommit: durable when this returns)."""

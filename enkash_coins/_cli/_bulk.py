@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import contextlib
 import csv
@@ -11,7 +12,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -160,19 +161,24 @@ async def run_bulk(coins: CoinAllocator, journal: Journal, options: BulkOptions,
                                               e.row.event, "retry", e.retries + 1)
                 for e in failed
             })
-    todo = journal.entries(["pending", "unknown", "not_attempted"])
     counts = journal.counts()
-    reporter.start(total=sum(counts.values()), already=counts, resending=len(todo))
-    lines = [entry.row.line for entry in todo]
+    resending = counts["pending"] + counts["unknown"] + counts["not_attempted"]
+    reporter.start(total=sum(counts.values()), already=counts, resending=resending)
+    lines = array.array("q")  # item index -> input line, 8 bytes a row
+
+    def requests() -> Generator[AllocationRequest, None, None]:
+        for row in journal.stream(["pending", "unknown", "not_attempted"]):
+            lines.append(row.line)
+            yield AllocationRequest(user_id=row.user_id, event=row.event, company_id=row.company_id,
+                                    request_id=row.request_id)
 
     def record(item: BulkItem) -> None:
         error = None if item.error is None else str(item.error)
         journal.record(lines[item.index], item.outcome.value, error)
 
-    requests = (AllocationRequest(user_id=e.row.user_id, event=e.row.event, company_id=e.row.company_id,
-                                  request_id=e.row.request_id) for e in todo)
     started = time.monotonic()
-    stream = coins.allocate_stream(requests, concurrency=options.concurrency,
+    source = requests()
+    stream = coins.allocate_stream(source, concurrency=options.concurrency,
                                    stop_after_unknown=options.stop_after_unknown, on_item=record)
     try:
         async with contextlib.aclosing(stream):
@@ -183,10 +189,12 @@ async def run_bulk(coins: CoinAllocator, journal: Journal, options: BulkOptions,
         journal.mark_unsent()
         reporter.stop()
         raise
+    finally:
+        source.close()  # and with it the journal's read connection
     elapsed = time.monotonic() - started
     reporter.stop()
     final = journal.counts()
-    reporter.summary(final, journal.entries(["succeeded"]), options.amounts, elapsed, sent=len(todo))
+    reporter.summary(final, journal.succeeded_per_event(), options.amounts, elapsed, sent=resending)
     return EXIT_OK if final["succeeded"] == sum(final.values()) else EXIT_INCOMPLETE
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from .._bulk import Outcome
-from .._journal import Entry
 
 __all__ = ["Reporter"]
 
@@ -81,11 +80,8 @@ class Reporter:
             self._progress.stop()
             self._progress = None
 
-    def summary(self, counts: Mapping[str, int], succeeded: Sequence[Entry], amounts: Mapping[str, int],
+    def summary(self, counts: Mapping[str, int], per_event: Mapping[str, int], amounts: Mapping[str, int],
                 elapsed: float, *, sent: int) -> None:
-        per_event: dict[str, int] = {}
-        for entry in succeeded:
-            per_event[entry.row.event] = per_event.get(entry.row.event, 0) + 1
         rate = f"{sent / elapsed:,.0f}/s" if elapsed > 0 else "-"
         total = sum(counts.values())
         if not self._rich:
