@@ -115,18 +115,17 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
-    def entries(self, statuses: Iterable[str] | None = None) -> list[Entry]:
+    def entries(self, statuses: Iterable[str] | None = None) -> Iterator[Entry]:
+        """Rows with these statuses (all by default), in line order, read lazily."""
         query = "SELECT line, company_id, user_id, event, request_id, status, error, retries FROM rows"
         args: list[str] = []
         if statuses is not None:
             wanted = list(statuses)
             query += f" WHERE status IN ({','.join('?' * len(wanted))})"
             args = wanted
-        return [
-            Entry(row=Row(line=line, company_id=c, user_id=u, event=e, request_id=rid),
-                  status=status, error=error, retries=retries)
-            for line, c, u, e, rid, status, error, retries in self._db.execute(query + " ORDER BY line", args)
-        ]
+        for line, c, u, e, rid, status, error, retries in self._db.execute(query + " ORDER BY line", args):
+            yield Entry(row=Row(line=line, company_id=c, user_id=u, event=e, request_id=rid),
+                        status=status, error=error, retries=retries)
 
     def stream(self, statuses: Iterable[str]) -> Iterator[Row]:
         """Rows with these statuses, read lazily from a snapshot taken now.

@@ -37,6 +37,7 @@ def test_resume_sees_what_was_committed_and_refuses_other_input(tmp_path: Path) 
                                           "not_attempted": 0}
     again.renew_ids({3: "NEW_ID"})
     assert [e.row.request_id for e in again.entries(["pending"])][:2] == ["NEW_ID", "R2"]
+    assert [e.status for e in again.entries()][:3] == ["succeeded", "pending", "pending"]
     again.close()
     with pytest.raises(JournalMismatchError, match="different input"):
         Journal.open(path, rows(10, prefix="OTHER"), source="y.csv")

@@ -150,7 +150,7 @@ class BulkOptions:
 async def run_bulk(coins: CoinAllocator, journal: Journal, options: BulkOptions, reporter: Reporter) -> int:
     """Send every row the journal says is not done; returns the exit code."""
     if options.retry_failed:
-        failed = journal.entries(["failed"])
+        failed = list(journal.entries(["failed"]))
         if failed:
             if not options.campaign:
                 raise InvalidInputError("--retry-failed needs --campaign to derive the new requestIds")
@@ -194,7 +194,7 @@ async def run_bulk(coins: CoinAllocator, journal: Journal, options: BulkOptions,
     elapsed = time.monotonic() - started
     reporter.stop()
     final = journal.counts()
-    reporter.summary(final, journal.succeeded_per_event(), options.amounts, elapsed, sent=resending)
+    reporter.summary(final, journal.succeeded_per_event(), options.amounts, elapsed, sent=reporter.sent)
     return EXIT_OK if final["succeeded"] == sum(final.values()) else EXIT_INCOMPLETE
 
 

@@ -30,6 +30,11 @@ class Reporter:
         self._task: Any = None
         self._counts = {o: 0 for o in Outcome}
 
+    @property
+    def sent(self) -> int:
+        """Allocations that were sent this run (everything but not_attempted)."""
+        return sum(n for outcome, n in self._counts.items() if outcome is not Outcome.NOT_ATTEMPTED)
+
     def note(self, text: str) -> None:
         if self._rich:
             self._err.print(text, markup=False)
