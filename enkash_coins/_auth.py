@@ -15,8 +15,10 @@ from ._exceptions import (
     InvalidInputError,
     ResponseDecodeError,
 )
-from ._response import decode_json, status_error
+from ._json import loads
+from ._response import status_error
 from ._transports import Request, Transport
+from ._transports._aiohttp import check_base_url
 
 __all__ = ["Auth", "PasswordGrant", "StaticToken"]
 
@@ -104,8 +106,6 @@ class PasswordGrant:
         _check_secret("password", password)
         _check_secret("client_secret", client_secret)
         if token_url is not None:
-            from ._transports._aiohttp import check_base_url
-
             token_url = check_base_url(token_url)
         self.token_url = token_url
         self._basic = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
@@ -196,7 +196,7 @@ class PasswordGrant:
                                       http_status=status)
 
         try:
-            data = decode_json(content)
+            data = loads(content)
         except ValueError:
             bad("the body is not JSON")
         if not isinstance(data, dict):

@@ -379,7 +379,12 @@ class CoinAllocator(AsyncClosing):
             bearer = f"Bearer {token}"
             cached = self._headers = (token, {**_JSON_HEADERS, "Authorization": bearer},
                                       {**_ACCEPT, "Authorization": bearer})
-        headers = cached[1] if request.headers is _JSON_HEADERS else cached[2]
+        if request.headers is _JSON_HEADERS:
+            headers = cached[1]
+        elif request.headers is _ACCEPT:
+            headers = cached[2]
+        else:  # not one of the two shared sets: merge instead of guessing
+            headers = {**request.headers, "Authorization": f"Bearer {token}"}
         return Request(request.method, request.path, headers, request.content)
 
     async def _resume(self, request: Request, call: _Call) -> Envelope:

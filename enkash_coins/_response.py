@@ -21,7 +21,7 @@ from ._json import loads
 from ._models import Envelope
 from ._transports import Response
 
-__all__ = ["check_response", "decode_json", "parse_retry_after"]
+__all__ = ["check_response", "parse_retry_after", "status_error"]
 
 _STATUS_ERRORS: dict[int, type[HTTPStatusError]] = {
     400: InvalidRequestError,
@@ -54,8 +54,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
-
-decode_json = loads
 
 # Identical small success bodies (every allocation's answer is the same bytes) decode
 # to the same immutable Envelope: remember a few instead of parsing each again.
@@ -94,7 +92,7 @@ def check_response(response: Response, *, request_id: str | None = None) -> Enve
                 http_status=status, body=_snippet(response.content), request_id=request_id,
             )
         try:
-            envelope = _envelope(decode_json(response.content))
+            envelope = _envelope(loads(response.content))
         except ValueError as exc:
             raise ResponseDecodeError(
                 f"HTTP {status} response is not JSON: {exc}",
@@ -131,7 +129,7 @@ def status_error(response: Response, *, request_id: str | None = None) -> HTTPSt
     status = response.status
     cls = _STATUS_ERRORS.get(status) or (ServerError if status >= 500 else HTTPStatusError)
     try:
-        envelope = None if response.truncated else _envelope(decode_json(response.content))
+        envelope = None if response.truncated else _envelope(loads(response.content))
     except ValueError:
         envelope = None
     detail = f": {envelope.response_message!r}" if envelope and envelope.response_message else ""
