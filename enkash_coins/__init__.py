@@ -21,7 +21,10 @@ from ._exceptions import (
     RequestTimeoutError,
     ResponseDecodeError,
     ServerError,
+    TLSError,
+    TokenError,
     TransportError,
+    WrongEventLoopError,
 )
 from ._fake import FakeEnKash, FakeServer, Faults, LedgerEntry, LoggedRequest
 from ._ids import derive_request_id, new_request_id
@@ -68,8 +71,11 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "StaticToken",
+    "TLSError",
+    "TokenError",
     "Transport",
     "TransportError",
+    "WrongEventLoopError",
     "__version__",
     "derive_request_id",
     "new_request_id",

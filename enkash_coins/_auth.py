@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
+import re
 import time
+import unicodedata
 import urllib.parse
 from collections.abc import Callable
 from typing import NoReturn, Protocol, runtime_checkable
 
-from ._exceptions import (
-    AuthenticationError,
-    EnKashError,
-    InvalidInputError,
-    ResponseDecodeError,
-)
+from ._exceptions import AuthenticationError, InvalidInputError
 from ._json import loads
 from ._response import status_error
 from ._transports import Request, Transport
-from ._transports._aiohttp import check_base_url
+from ._urls import check_url
 
 __all__ = ["Auth", "PasswordGrant", "StaticToken"]
 
@@ -38,11 +36,26 @@ class Auth(Protocol):
         ...
 
 
+#: RFC 6750's token characters, and more: any visible ASCII. A token travels in a
+#: header, so a space, a control character or non-ASCII could split or break it.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
+#: Token-endpoint answers that may clear up by themselves; anything else may be a
+#: credentials failure, and EnKash locks the account after three of those in a row.
+_TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+
+
 def _check_secret(what: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidInputError(f"{what} must be a non-empty string")
-    if any(c in value for c in "\r\n\x00"):
-        raise InvalidInputError(f"{what} must not contain line breaks or NUL")
+    if any(unicodedata.category(c)[0] == "C" for c in value):
+        raise InvalidInputError(f"{what} must not contain control characters (line breaks, NUL, ...)")
+    return value
+
+
+def _check_token(value: object, what: str = "token") -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise InvalidInputError(f"{what} must be a non-empty string of visible ASCII characters "
+                                "(no spaces, line breaks or control characters)")
     return value
 
 
@@ -52,7 +65,7 @@ class StaticToken:
     __slots__ = ("_token",)
 
     def __init__(self, token: str) -> None:
-        self._token = _check_secret("token", token)
+        self._token = _check_token(token)
 
     def __repr__(self) -> str:
         return "StaticToken(<redacted>)"
@@ -64,14 +77,6 @@ class StaticToken:
         return False  # the same token would be refused again
 
 
-def _clone(error: EnKashError) -> EnKashError:
-    """A copy of a shared error, so each waiter's annotations stay its own."""
-    copy = type(error).__new__(type(error))
-    copy.__dict__.update(error.__dict__)
-    copy.args = error.args
-    return copy
-
-
 class PasswordGrant:
     """EnKash's ``POST /oauth/token`` password grant, cached and refreshed.
 
@@ -79,10 +84,12 @@ class PasswordGrant:
       one request is made and all of them wait for it.
     * The token is refreshed ``refresh_margin`` seconds (at most a fifth of its
       life) before ``expires_in`` runs out.
-    * EnKash locks the account after three consecutive failed token requests, so a
-      credentials failure (HTTP 400/401) is never retried, and every later call fails
-      at once without a request until :meth:`reset` is called or a new provider is
-      built. Transient failures (connection, 5xx) are retried by the allocator.
+    * EnKash locks the account after three consecutive failed token requests, so
+      only clearly transient failures (no connection, a timeout, 429, 502, 503, 504)
+      are left to the allocator to retry, within its ``max_time``. Any other answer,
+      a 4xx, a 500, a 2xx without a usable token, "latches": it raises
+      :class:`AuthenticationError` and every later call fails at once, without a
+      request, until :meth:`reset` is called or a new provider is built.
 
     Args:
         token_url: absolute URL of the token endpoint when it is not on the API's
@@ -106,21 +113,26 @@ class PasswordGrant:
         _check_secret("password", password)
         _check_secret("client_secret", client_secret)
         if token_url is not None:
-            token_url = check_base_url(token_url)
+            token_url = check_url(token_url, what="token_url")
         self.token_url = token_url
         self._basic = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         self._form = urllib.parse.urlencode({
             "username": username, "password": password,
             "grant_type": "password", "clientId": client_id,
         }).encode()
-        if isinstance(refresh_margin, bool) or not isinstance(refresh_margin, (int, float)) or refresh_margin < 0:
-            raise InvalidInputError(f"refresh_margin must be seconds >= 0, not {refresh_margin!r}")
+        if isinstance(refresh_margin, bool) or not isinstance(refresh_margin, (int, float)) or not (
+            0 <= refresh_margin < math.inf
+        ):
+            raise InvalidInputError(f"refresh_margin must be finite seconds >= 0, not {refresh_margin!r}")
+        if not callable(clock):
+            raise InvalidInputError("clock must be a callable returning monotonic seconds")
         self._margin = refresh_margin
         self._clock = clock
         self._token: str | None = None
         self._expires_at = 0.0
         self._inflight: asyncio.Future[str] | None = None
-        self._rejected: AuthenticationError | None = None
+        self._latched: str | None = None  # why token requests stopped
+        self._latched_status = 0
         self.token_requests = 0
 
     def __repr__(self) -> str:
@@ -128,38 +140,46 @@ class PasswordGrant:
 
     @property
     def locked_out(self) -> bool:
-        """True after EnKash rejected the credentials; see :meth:`reset`."""
-        return self._rejected is not None
+        """True after the token endpoint refused (see the class docs); see :meth:`reset`."""
+        return self._latched is not None
 
     def reset(self) -> None:
-        """Allow token requests again after a credentials failure (fix them first)."""
-        self._rejected = None
+        """Allow token requests again after a refusal (fix the credentials first)."""
+        self._latched = None
         self._token = None
 
     def invalidate(self, token: str) -> bool:
         if self._token == token:
             self._token = None
-        return self._rejected is None
+        return self._latched is None
 
     async def get_token(self, transport: Transport) -> str:
         token = self._token
         if token is not None and self._clock() < self._expires_at:
             return token
-        if self._rejected is not None:
-            raise _clone(self._rejected)
+        if self._latched is not None:
+            raise self._refusal()
         flight = self._inflight
         if flight is None:
             flight = self._inflight = asyncio.ensure_future(self._fetch(transport))
             flight.add_done_callback(self._landed)
-        try:
-            return await asyncio.shield(flight)
-        except EnKashError as error:
-            raise _clone(error) from error.__cause__
+        return await asyncio.shield(flight)
 
     def _landed(self, flight: asyncio.Future[str]) -> None:
         self._inflight = None
         if not flight.cancelled():
-            flight.exception()  # retrieved here; the waiters re-raise copies
+            flight.exception()  # retrieved here; each waiter re-raises it
+
+    def _refusal(self) -> AuthenticationError:
+        return AuthenticationError(
+            f"{self._latched}. Not asking again: EnKash locks the account after 3 consecutive "
+            "failed token requests. Fix the credentials, then call reset() or build a new PasswordGrant",
+            http_status=self._latched_status,
+        )
+
+    def _latch(self, why: str, status: int) -> NoReturn:
+        self._latched, self._latched_status = why, status
+        raise self._refusal()
 
     async def _fetch(self, transport: Transport) -> str:
         self.token_requests += 1
@@ -173,39 +193,38 @@ class PasswordGrant:
             },
             content=self._form,
         ))
-        if response.status in (400, 401):
-            self._rejected = AuthenticationError(
-                f"EnKash rejected the credentials of user {self.username!r} "
-                f"(HTTP {response.status} from the token endpoint). Not retrying: EnKash "
-                "locks the account after 3 consecutive failures. Fix the credentials, "
-                "then call reset() or build a new PasswordGrant",
-                http_status=response.status,
-            )
-            raise _clone(self._rejected)
-        if not 200 <= response.status < 300:
-            error = status_error(response)
-            error.body = ""  # never echo a token endpoint's body
-            raise error
-        self._store(response.content, response.status)
+        status = response.status
+        if status in (400, 401):
+            self._latch(f"EnKash rejected the credentials of user {self.username!r} "
+                        f"(HTTP {status} from the token endpoint)", status)
+        if status in _TRANSIENT_STATUSES:
+            raise status_error(response, body=False)
+        if not 200 <= status < 300:
+            self._latch(f"the token endpoint answered HTTP {status} for user {self.username!r}, "
+                        "which may mean refused credentials", status)
+        problem = self._store(response.content)
+        if problem:
+            self._latch(f"the token endpoint answered HTTP {status} for user {self.username!r} "
+                        f"but {problem}", status)
         assert self._token is not None
         return self._token
 
-    def _store(self, content: bytes, status: int) -> None:
-        def bad(why: str) -> NoReturn:
-            raise ResponseDecodeError(f"token endpoint answered HTTP {status} but {why}",
-                                      http_status=status)
-
+    def _store(self, content: bytes) -> str | None:
+        """Keep the token of a 2xx answer; or say what is wrong with it."""
         try:
             data = loads(content)
         except ValueError:
-            bad("the body is not JSON")
+            return "the body is not JSON"
         if not isinstance(data, dict):
-            bad("the body is not a JSON object")
+            return "the body is not a JSON object"
         token, ttl = data.get("access_token"), data.get("expires_in")
-        if not isinstance(token, str) or not token:
-            bad("access_token is missing")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
-            bad("expires_in is missing or not a positive number")
+        try:
+            _check_token(token)
+        except InvalidInputError:
+            return "access_token is missing or not a usable token"
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
+            return "expires_in is missing or not a positive, finite number of seconds"
+        assert isinstance(token, str)
         self._token = token
         self._expires_at = self._clock() + ttl - min(self._margin, ttl / 5)
         return None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import functools
 import logging
-import time
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable
 
@@ -16,14 +17,13 @@ from ._bulk import BulkItem, BulkResult, Source
 from ._closing import AsyncClosing
 from ._converter import converter
 from ._exceptions import (
-    APIError,
     ClientClosedError,
-    ConnectError,
     EnKashError,
     InvalidInputError,
-    InvalidRequestError,
-    NotFoundError,
     ResponseDecodeError,
+    TokenError,
+    TransportError,
+    WrongEventLoopError,
 )
 from ._ids import new_request_id
 from ._json import dumps as _dumps
@@ -39,8 +39,8 @@ from ._models import (
     check_text,
 )
 from ._response import check_response
-from ._retry import RetryBudget, RetryEvent, RetryPolicy, retrying
-from ._transports import Request, Transport
+from ._retry import Call, RetryBudget, RetryEvent, RetryPolicy, may_have_applied, run
+from ._transports import Request, Response, Transport
 
 __all__ = ["CoinAllocator"]
 
@@ -53,28 +53,12 @@ BALANCE_PATH = "/api/v0/coins/balance"
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _ACCEPT = {"Accept": "application/json"}
-# A refusal of the identical body proves that no earlier attempt was applied either.
-_DEFINITIVE = (APIError, InvalidRequestError, NotFoundError)
 
 
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPENED = "opened"
     CLOSED = "closed"
-
-
-class _Call:
-    """What one logical call remembers across its attempts."""
-
-    __slots__ = ("attempts", "first_error", "maybe_applied", "operation", "request_id", "retry_spent")
-
-    def __init__(self, operation: str, request_id: str | None) -> None:
-        self.operation = operation
-        self.request_id = request_id
-        self.attempts = 0
-        self.maybe_applied = False
-        self.retry_spent = 0
-        self.first_error: EnKashError | None = None
 
 
 class CoinAllocator(AsyncClosing):
@@ -117,15 +101,8 @@ class CoinAllocator(AsyncClosing):
         policy = self.retry
         self.retry_budget = None if policy.budget is None else RetryBudget(
             policy.budget, retry_cost=policy.retry_cost, timeout_retry_cost=policy.timeout_retry_cost)
-        # Idempotent calls retry every transient failure; a call without an
-        # idempotency key (create_event) only those that prove nothing was sent.
-        # The first attempt runs outside backoff (the common case costs nothing
-        # extra); a failure is handed to backoff as its first try, see _resume.
-        self._retry_idempotent = retrying(self._resume, policy, giveup=_never, on_retry=on_retry,
-                                          budget=self.retry_budget, max_time=self._time_left)
-        self._retry_once = retrying(self._resume, policy, giveup=_maybe_sent, on_retry=on_retry,
-                                    budget=self.retry_budget, max_time=self._time_left)
-        self._retry_started = 0.0
+        self._on_retry = on_retry
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._headers: tuple[str, dict[str, str], dict[str, str]] | None = None
 
     def __repr__(self) -> str:
@@ -345,32 +322,26 @@ class CoinAllocator(AsyncClosing):
         idempotent: bool = True,
     ) -> Envelope:
         if self._state is _State.CLOSED:
-            raise ClientClosedError("this CoinAllocator is closed; build a new one")
+            raise ClientClosedError("this CoinAllocator is closed; build a new one", request_id=request_id)
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._bind(loop, request_id)
         request = Request(method, path, _JSON_HEADERS if body else _ACCEPT, body)
-        call = _Call(operation, request_id)
-        started = time.monotonic()
-        try:
-            try:
-                envelope = await self._attempt(request, call)
-            except EnKashError as first:
-                call.first_error = first
-                retry = self._retry_idempotent if idempotent else self._retry_once
-                # backoff reads max_time (via _time_left) synchronously as the loop
-                # starts, before any await, so no other call can change this meanwhile.
-                self._retry_started = started
-                envelope = await retry(request, call)
-        except EnKashError as error:
-            error.request_id = request_id
-            error.attempts = call.attempts
-            error.outcome_unknown = mutating and call.maybe_applied and not isinstance(error, _DEFINITIVE)
-            raise
-        if self.retry_budget is not None:
-            self.retry_budget.refund(call.retry_spent or 1)
-        return envelope
+        call = Call(operation, request_id, mutating=mutating, idempotent=idempotent)
+        return await run(call, functools.partial(self._attempt, request), self.retry, self.retry_budget,
+                         self._on_retry)
 
-    def _time_left(self) -> float:
-        """Seconds of ``max_time`` left for the call whose retry loop is starting."""
-        return self.retry.max_time - (time.monotonic() - self._retry_started)
+    def _bind(self, loop: asyncio.AbstractEventLoop, request_id: str | None) -> None:
+        """Tie the allocator to the first loop it runs on; refuse any other."""
+        if self._loop is None:
+            self._loop = loop
+            return
+        raise WrongEventLoopError(
+            "this CoinAllocator was first used on another event loop (perhaps one that is closed now, "
+            "e.g. an earlier asyncio.run()); its connections belong to that loop. Build one allocator "
+            "per event loop, or use SyncCoinAllocator from blocking code",
+            request_id=request_id,
+        )
 
     def _with_token(self, request: Request, token: str) -> Request:
         """The request with its bearer header; the two header sets are built once per token."""
@@ -387,63 +358,52 @@ class CoinAllocator(AsyncClosing):
             headers = {**request.headers, "Authorization": f"Bearer {token}"}
         return Request(request.method, request.path, headers, request.content)
 
-    async def _resume(self, request: Request, call: _Call) -> Envelope:
-        """backoff's target: replays the first attempt's failure, then attempts for real."""
-        first, call.first_error = call.first_error, None
-        if first is not None:
-            raise first
-        return await self._attempt(request, call)
-
-    async def _token(self, call: _Call) -> str:
+    async def _token(self) -> str:
         try:
             return await self.auth.get_token(self.transport)
-        except EnKashError as error:
-            error._before_send = True  # the call itself was not sent
-            error.attempts = call.attempts
+        except (EnKashError, asyncio.CancelledError):
             raise
+        except Exception as error:  # a custom provider's own failure: only SDK errors leave a call
+            raise TokenError(f"the auth provider {type(self.auth).__name__} failed: "
+                             f"{type(error).__name__}") from None
 
-    async def _attempt(self, request: Request, call: _Call) -> Envelope:
-        call.attempts += 1
-        if self.closed:
-            raise _closed_in_flight(call)
-        token = await self._token(call)
+    async def _send(self, request: Request) -> Response:
         try:
-            response = await self.transport.send(self._with_token(request, token))
+            return await self.transport.send(request)
+        except (EnKashError, asyncio.CancelledError):
+            raise
+        except Exception as error:  # a custom transport broke its contract: the request may have left
+            raise TransportError(f"the transport {type(self.transport).__name__} failed: "
+                                 f"{type(error).__name__}") from None
+
+    async def _attempt(self, request: Request, call: Call) -> Envelope:
+        if self.closed:
+            raise ClientClosedError(f"the CoinAllocator was closed before this {call.operation} call was sent")
+        token = await self._token()
+        call.sending = True
+        try:
+            response = await self._send(self._with_token(request, token))
             if response.status == 401 and self.auth.invalidate(token):
                 # The token was refused (expired early, revoked): one replay, same body.
                 log.debug("%s requestId %s: 401, replaying once with a new token", call.operation, call.request_id)
-                response = await self.transport.send(self._with_token(request, await self._token(call)))
+                call.sending = False
+                token = await self._token()
+                call.sending = True
+                response = await self._send(self._with_token(request, token))
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s -> %d (%s requestId %s, attempt %d)", request.method,
                           request.path.split("?", 1)[0], response.status, call.operation,
                           call.request_id, call.attempts)
             return check_response(response, request_id=call.request_id)
         except EnKashError as error:
-            error.attempts = call.attempts
-            if not isinstance(error, ConnectError) and not error._before_send and (
-                error.retryable or isinstance(error, ResponseDecodeError)
-            ):
-                call.maybe_applied = True
             if self.closed and not isinstance(error, ClientClosedError):  # aclose() ran meanwhile
-                raise _closed_in_flight(call) from error
+                closed = ClientClosedError(
+                    f"the CoinAllocator was closed while this {call.operation} call was in flight")
+                if not may_have_applied(error, sent=call.sending):
+                    call.sending = False  # it provably never left: report it as not sent
+                raise closed from None
             raise
-
-
-def _closed_in_flight(call: _Call) -> ClientClosedError:
-    error = ClientClosedError(f"the CoinAllocator was closed while this {call.operation} call was in flight")
-    error.attempts = call.attempts
-    return error
-
-
 
 
 def _segment(what: str, value: str) -> str:
     return urllib.parse.quote(check_text(what, value, is_id=True), safe="")
-
-
-def _never(error: EnKashError) -> bool:
-    return False
-
-
-def _maybe_sent(error: EnKashError) -> bool:
-    return not (isinstance(error, ConnectError) or error._before_send)

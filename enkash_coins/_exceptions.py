@@ -4,28 +4,37 @@
 
     EnKashError                      root; .request_id .attempts .retryable .outcome_unknown
     ├── InvalidInputError            bad arguments, caught before anything is sent (also ValueError)
-    ├── ClientClosedError            the allocator or transport was used after aclose() (also RuntimeError)
+    ├── ClientClosedError            used after aclose(), or closed mid-call (also RuntimeError)
+    ├── WrongEventLoopError          used from an event loop other than its own (also RuntimeError)
+    ├── TokenError                   no bearer token could be had; nothing was sent
     ├── APIError                     EnKash answered with a non-zero response_code
-    ├── HTTPStatusError              EnKash answered with a non-2xx HTTP status
-    │   ├── AuthenticationError      401, or credentials rejected by /oauth/token
+    ├── HTTPStatusError              EnKash (or a gateway) answered with a non-2xx status (.headers)
+    │   ├── AuthenticationError      401, or the token endpoint refused (never retried)
     │   ├── PermissionDeniedError    403
     │   ├── NotFoundError            404
     │   ├── InvalidRequestError      400, 422
     │   ├── RateLimitError           429 (.retry_after)
     │   └── ServerError              5xx, JSON or not (.retry_after)
-    ├── ResponseDecodeError          a 2xx whose body is not an EnKash envelope
+    ├── ResponseDecodeError          a 2xx whose body is not a usable EnKash answer
     └── TransportError               no HTTP answer at all
         ├── ConnectError             the request provably never left (refused, DNS, connect timeout)
+        ├── TLSError                 TLS handshake or certificate check failed; never sent, never retried
         └── RequestTimeoutError      sent, no answer within the timeout
 
 Transport errors and API errors sit in separate branches, so "retry on network
 trouble" is ``except TransportError``. ``outcome_unknown`` is True when a call that
-changes state may or may not have been applied: replay it with the same requestId.
+changes state may have been applied: replay it with the same requestId. Check it
+before treating *any* error of such a call as final: a refusal that follows an
+attempt whose answer was lost does not prove that attempt was not applied.
+
+Errors are complete when raised: the allocator finishes each one in a single place
+(:meth:`EnKashError._in_call`, which returns a copy) and nothing changes them later.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Self
 
 __all__ = [
     "APIError",
@@ -42,33 +51,48 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseDecodeError",
     "ServerError",
+    "TLSError",
+    "TokenError",
     "TransportError",
+    "WrongEventLoopError",
 ]
 
-_RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Statuses worth retrying: the same request may well succeed a moment later.
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class EnKashError(Exception):
     """Root of every error the SDK raises.
 
     Attributes:
+        message: the text, without the call context that ``str()`` adds.
         request_id: the ``requestId`` of the allocation concerned, if any.
-        attempts: how many attempts were made before this error was raised.
+        attempts: how many attempts the call made (0: it failed before the first).
         retryable: whether the failure is transient (a later identical call may work).
         outcome_unknown: the call changes state and may have been applied; replay it
-            with the same ``request_id``. Never True for failures known to be final.
+            with the same ``request_id``. Never True when the call is known not to
+            have been applied.
+        retry_budget_exhausted: a retry was due but the allocator's retry budget
+            could not pay for it.
     """
 
     retryable: bool = False
-    _before_send: bool = False  # raised while getting a token: the call itself never left
 
-    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_id: str | None = None,
+        attempts: int = 0,
+        outcome_unknown: bool = False,
+        retry_budget_exhausted: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.request_id = request_id
-        self.attempts = 0
-        self.outcome_unknown = False
-        self.retry_budget_exhausted = False
+        self.attempts = attempts
+        self.outcome_unknown = outcome_unknown
+        self.retry_budget_exhausted = retry_budget_exhausted
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -87,20 +111,75 @@ class EnKashError(Exception):
             )
         return text
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructors defeat the default pickling; rebuild from the fields.
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
+    def _in_call(
+        self,
+        *,
+        request_id: str | None,
+        attempts: int,
+        outcome_unknown: bool,
+        retry_budget_exhausted: bool,
+    ) -> Self:
+        """A copy carrying the call's context; the allocator's one finishing step.
+
+        A copy, not an update: the same error object may be shared (one failed token
+        request raised to every task that waited for it), so it is never changed.
+        The copy keeps the original's cause and traceback.
+        """
+        copy: Self = _rebuild(type(self), {
+            **self.__dict__, "request_id": request_id, "attempts": attempts,
+            "outcome_unknown": outcome_unknown, "retry_budget_exhausted": retry_budget_exhausted,
+        })
+        copy.__cause__ = self.__cause__
+        copy.__suppress_context__ = True
+        return copy.with_traceback(self.__traceback__)
+
+
+def _rebuild(cls: type[EnKashError], fields: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, fields.get("message", ""))
+    error.__dict__.update(fields)
+    return error
+
 
 class InvalidInputError(EnKashError, ValueError):
     """An argument is invalid; nothing was sent."""
 
 
 class ClientClosedError(EnKashError, RuntimeError):
-    """The allocator or transport was used after ``aclose()``."""
+    """The allocator or transport was used after ``aclose()`` (or closed while a call ran)."""
+
+
+class WrongEventLoopError(EnKashError, RuntimeError):
+    """The object was used from an event loop other than the one it first ran on.
+
+    Connections belong to one loop. Build one allocator per event loop (for
+    example per ``asyncio.run``), or use :class:`SyncCoinAllocator` from blocking code.
+    """
+
+
+class TokenError(EnKashError):
+    """No bearer token could be obtained, so nothing was sent.
+
+    The token endpoint kept failing in a transient way (its last error is the
+    ``__cause__``), or a custom :class:`Auth` provider raised. Credentials that the
+    token endpoint refused raise :class:`AuthenticationError` instead.
+    """
+
+    retryable = True
 
 
 class APIError(EnKashError):
     """EnKash answered with a non-zero ``response_code`` (a business failure).
 
-    EnKash reports these with HTTP 200 as often as with a 4xx status; they are final:
-    resending the same request gives the same answer.
+    EnKash reports these with HTTP 200 as often as with a 4xx status. On their own
+    they are final: resending the same request gives the same answer. But when an
+    earlier attempt of the same call may have been applied (its answer was lost),
+    ``outcome_unknown`` is True: EnKash does not document what it answers to a
+    repeated requestId, so the refusal does not prove the first attempt failed.
     """
 
     def __init__(
@@ -111,9 +190,9 @@ class APIError(EnKashError):
         response_message: str,
         payload: Any = None,
         http_status: int = 200,
-        request_id: str | None = None,
+        **context: Any,
     ) -> None:
-        super().__init__(message, request_id=request_id)
+        super().__init__(message, **context)
         self.response_code = response_code
         self.response_message = response_message
         self.payload = payload
@@ -121,10 +200,11 @@ class APIError(EnKashError):
 
 
 class HTTPStatusError(EnKashError):
-    """EnKash answered with a non-2xx HTTP status.
+    """EnKash, or a gateway in front of it, answered with a non-2xx HTTP status.
 
     ``response_code``/``response_message``/``payload`` are filled when the body was an
-    EnKash envelope, else None; ``body`` holds the start of the raw body for diagnosis.
+    EnKash envelope, else None; ``body`` holds the start of the raw body for
+    diagnosis and ``headers`` the response headers.
     """
 
     def __init__(
@@ -136,21 +216,36 @@ class HTTPStatusError(EnKashError):
         response_message: str | None = None,
         payload: Any = None,
         body: str = "",
+        headers: Mapping[str, str] | None = None,
         retry_after: float | None = None,
-        request_id: str | None = None,
+        **context: Any,
     ) -> None:
-        super().__init__(message, request_id=request_id)
+        super().__init__(message, **context)
         self.http_status = http_status
         self.response_code = response_code
         self.response_message = response_message
         self.payload = payload
         self.body = body
+        self.headers: Mapping[str, str] = dict(headers or {})
         self.retry_after = retry_after
-        self.retryable = http_status in _RETRYABLE_STATUSES
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.http_status in RETRYABLE_STATUSES
+
+    @property
+    def enveloped(self) -> bool:
+        """True when the body was an EnKash envelope: EnKash itself answered."""
+        return self.response_code is not None
 
 
 class AuthenticationError(HTTPStatusError):
-    """401 from a coin endpoint, or credentials rejected by the token endpoint. Never retried."""
+    """401 from a coin endpoint, or the token endpoint refused. Never retried.
+
+    From the token endpoint this covers refused credentials and every answer that
+    is not clearly transient: EnKash locks the account after three consecutive
+    failed token requests, so the provider stops asking (see ``PasswordGrant``).
+    """
 
 
 class PermissionDeniedError(HTTPStatusError):
@@ -162,7 +257,7 @@ class NotFoundError(HTTPStatusError):
 
 
 class InvalidRequestError(HTTPStatusError):
-    """400 or 422: EnKash refused the request as malformed or invalid."""
+    """400 or 422: the request was refused as malformed or invalid."""
 
 
 class RateLimitError(HTTPStatusError):
@@ -174,15 +269,14 @@ class ServerError(HTTPStatusError):
 
 
 class ResponseDecodeError(EnKashError):
-    """A 2xx response whose body is not a usable EnKash envelope.
+    """A 2xx response whose body is not a usable EnKash answer.
 
     For a call that changes state this means the server probably acted but its
     answer is unreadable, so ``outcome_unknown`` is set.
     """
 
-    def __init__(self, message: str, *, http_status: int = 200, body: str = "",
-                 request_id: str | None = None) -> None:
-        super().__init__(message, request_id=request_id)
+    def __init__(self, message: str, *, http_status: int = 200, body: str = "", **context: Any) -> None:
+        super().__init__(message, **context)
         self.http_status = http_status
         self.body = body
 
@@ -195,6 +289,17 @@ class TransportError(EnKashError):
 
 class ConnectError(TransportError):
     """The connection could not be made: the request provably never reached EnKash."""
+
+
+class TLSError(TransportError):
+    """The TLS handshake or the certificate check failed: nothing was sent.
+
+    Not retried: a certificate that does not verify will not verify a moment later.
+    Trust a private CA explicitly (``AiohttpTransport(ssl=...)``), never turn
+    verification off.
+    """
+
+    retryable = False
 
 
 class RequestTimeoutError(TransportError):

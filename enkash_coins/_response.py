@@ -124,25 +124,31 @@ def check_response(response: Response, *, request_id: str | None = None) -> Enve
     raise status_error(response, request_id=request_id)
 
 
-def status_error(response: Response, *, request_id: str | None = None) -> HTTPStatusError:
-    """Build the typed error for a non-2xx response; any body, JSON or HTML, is accepted."""
+def status_error(response: Response, *, request_id: str | None = None, body: bool = True) -> HTTPStatusError:
+    """Build the typed error for a non-2xx response; any body, JSON or HTML, is accepted.
+
+    ``body=False`` keeps the body out of the error (a token endpoint's answer may
+    echo what it was sent).
+    """
     status = response.status
     cls = _STATUS_ERRORS.get(status) or (ServerError if status >= 500 else HTTPStatusError)
     try:
-        envelope = None if response.truncated else _envelope(loads(response.content))
+        envelope = None if response.truncated or not body else _envelope(loads(response.content))
     except ValueError:
         envelope = None
     detail = f": {envelope.response_message!r}" if envelope and envelope.response_message else ""
     retry_after = None
     if status in (429, 503):
         retry_after = parse_retry_after(response.headers.get("retry-after"))
+    where = "EnKash" if envelope else "the server"
     return cls(
-        f"HTTP {status} from EnKash{detail}",
+        f"HTTP {status} from {where}{detail}",
         http_status=status,
         response_code=envelope.response_code if envelope else None,
         response_message=envelope.response_message if envelope else None,
         payload=envelope.payload if envelope else None,
-        body=_snippet(response.content),
+        body=_snippet(response.content) if body else "",
+        headers=response.headers,
         retry_after=retry_after,
         request_id=request_id,
     )

@@ -1,15 +1,42 @@
-"""Retry policy and the one retry loop every call goes through (built on backoff)."""
+"""The one retry loop every call goes through, and the two rules it applies.
+
+The loop is explicit (the openai-python / botocore shape): the state of a call lives
+in a :class:`Call` made for that call alone, the waits come from backoff's wait
+generator with full jitter (or the server's ``Retry-After``), ``max_time`` is a
+deadline, and the retry budget is drawn from and refunded here. Two functions
+decide everything else:
+
+* :func:`may_retry`: may this failure be retried?
+* :func:`may_have_applied`: may this attempt have been applied by EnKash?
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Generator
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import attrs
 import backoff
 
-from ._exceptions import EnKashError, InvalidInputError, RequestTimeoutError
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    ClientClosedError,
+    ConnectError,
+    EnKashError,
+    HTTPStatusError,
+    InvalidInputError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTimeoutError,
+    TLSError,
+    TokenError,
+    WrongEventLoopError,
+)
 
 __all__ = ["RetryBudget", "RetryEvent", "RetryPolicy"]
 
@@ -27,9 +54,9 @@ def _budget(instance: object, attribute: attrs.Attribute[Any], value: object) ->
         _positive_int(instance, attribute, value)
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise InvalidInputError(f"{attribute.name} must be a number >= 0, not {value!r}")
+def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise InvalidInputError(f"{attribute.name} must be a finite number of seconds >= 0, not {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -38,7 +65,8 @@ class RetryPolicy:
 
     Args:
         max_attempts: attempts in all, the first included; 1 disables retries.
-        max_time: no new attempt starts this many seconds after the call began.
+        max_time: a deadline, in seconds from the start of the call: no attempt
+            starts after it, and no wait runs past it.
         base_delay: the first backoff ceiling; it doubles each retry ("full jitter":
             the actual wait is uniform between 0 and the ceiling).
         max_delay: the largest ceiling. A ``Retry-After`` asking for longer than
@@ -53,25 +81,19 @@ class RetryPolicy:
     """
 
     max_attempts: int = attrs.field(default=4, validator=_positive_int)
-    max_time: float = attrs.field(default=30.0, validator=_non_negative)
-    base_delay: float = attrs.field(default=0.25, validator=_non_negative)
-    max_delay: float = attrs.field(default=8.0, validator=_non_negative)
+    max_time: float = attrs.field(default=30.0, validator=_seconds)
+    base_delay: float = attrs.field(default=0.25, validator=_seconds)
+    max_delay: float = attrs.field(default=8.0, validator=_seconds)
     budget: int | None = attrs.field(default=500, validator=_budget)
     retry_cost: int = attrs.field(default=5, validator=_positive_int)
     timeout_retry_cost: int = attrs.field(default=10, validator=_positive_int)
 
-    def delays(self) -> Generator[float, BaseException | None, None]:
-        """backoff wait generator: honours ``Retry-After``, else exponential full jitter."""
-        ceiling = self.base_delay
-        error = yield 0.0  # backoff primes the generator with send(None)
-        while True:
-            retry_after = getattr(error, "retry_after", None)
-            if retry_after is not None:
-                wait = float(retry_after)
-            else:
-                wait = backoff.full_jitter(min(ceiling, self.max_delay))
-                ceiling *= 2
-            error = yield wait
+    def waits(self) -> Iterator[float]:
+        """Backoff ceilings, each jittered: backoff's exponential generator, capped."""
+        ceilings = backoff.expo(factor=self.base_delay, max_value=self.max_delay)
+        next(ceilings)  # backoff's generators are primed with one next()
+        for ceiling in ceilings:
+            yield backoff.full_jitter(ceiling)
 
 
 class RetryBudget:
@@ -125,62 +147,143 @@ class RetryEvent:
     operation: str
 
 
-def retrying(
-    target: Callable[..., Awaitable[T]],
-    policy: RetryPolicy,
-    *,
-    giveup: Callable[[EnKashError], bool],
-    on_retry: Callable[[RetryEvent], object] | None,
-    budget: RetryBudget | None = None,
-    max_time: Callable[[], float] | None = None,
-) -> Callable[..., Awaitable[T]]:
-    """Wrap ``target(request, call)`` in backoff's async retry loop.
+# -- the two rules ----------------------------------------------------------
 
-    ``call`` (the second argument) carries ``request_id`` and ``operation`` for the
-    log line and the ``on_retry`` event, and ``retry_spent``, the budget tokens its
-    retries took. ``giveup`` adds reasons not to retry. ``target`` must set
-    ``error.attempts`` before raising. ``max_time``, if given, is read when the loop
-    starts and says how many of the policy's seconds are left.
+#: Failures that prove the attempt never left this machine.
+_NOT_SENT = (ConnectError, TLSError, InvalidInputError, WrongEventLoopError)
+#: Answers that prove EnKash did not act on the attempt: it refused the credentials
+#: (checked before anything is processed) or the rate (likewise).
+_NOT_ACTED = (AuthenticationError, PermissionDeniedError, RateLimitError)
+
+
+def is_refusal(error: EnKashError) -> bool:
+    """EnKash itself refused the request on its content: its envelope says so.
+
+    A non-zero ``response_code`` with HTTP 2xx or 4xx. A gateway's HTML page, a
+    redirect or a 5xx is not a refusal: it proves nothing about what EnKash did.
     """
+    if isinstance(error, APIError):
+        return True
+    return (isinstance(error, HTTPStatusError) and error.enveloped and 400 <= error.http_status < 500
+            and not isinstance(error, _NOT_ACTED))
 
-    def _giveup(error: Exception) -> bool:
-        assert isinstance(error, EnKashError)
-        if not error.retryable or giveup(error):
-            return True
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None and retry_after > policy.max_delay:
-            return True
-        if error.attempts >= policy.max_attempts:
-            return True  # backoff stops here anyway: nothing to pay for
-        if budget is not None and not budget.withdraw(error):
-            error.retry_budget_exhausted = True
-            return True
+
+def may_have_applied(error: EnKashError, *, sent: bool) -> bool:
+    """May the attempt that raised ``error`` have been applied by EnKash?
+
+    Only three things say no: the request never left (``sent`` is False, or the
+    error proves it), EnKash's own envelope refused it, or the credentials or the
+    rate were refused (401, 403, 429). Everything else, a timeout, a dropped
+    connection, a 5xx, a gateway's 4xx page, an unreadable 2xx, says "maybe".
+    """
+    if not sent or isinstance(error, _NOT_SENT):
         return False
+    return not (is_refusal(error) or isinstance(error, _NOT_ACTED))
 
-    def _log(details: Any) -> None:
-        error: EnKashError = details["exception"]
-        call = details["args"][1]
-        if budget is not None:
-            call.retry_spent += budget.cost(error)
-        attempt = details["tries"] + 1
-        reason = getattr(error, "http_status", None) or type(error).__name__
-        log.info(
-            "retry %d of %d for %s requestId %s after %s (waiting %.2fs)",
-            attempt, policy.max_attempts, call.operation, call.request_id, reason, details["wait"],
+
+def may_retry(error: EnKashError, *, sent: bool, idempotent: bool) -> bool:
+    """May the call be retried after ``error``?
+
+    Transient failures only; and a call without an idempotency key (``create_event``)
+    only when its request provably never left.
+    """
+    if not error.retryable:
+        return False
+    return idempotent or not sent or isinstance(error, _NOT_SENT)
+
+
+# -- the loop -------------------------------------------------------------------
+
+
+class Call:
+    """What one logical call remembers across its attempts (never shared)."""
+
+    __slots__ = ("attempts", "idempotent", "maybe_applied", "mutating", "operation", "request_id",
+                 "sending", "spent", "started")
+
+    def __init__(self, operation: str, request_id: str | None, *, mutating: bool, idempotent: bool) -> None:
+        self.operation = operation
+        self.request_id = request_id
+        self.mutating = mutating
+        self.idempotent = idempotent
+        self.attempts = 0
+        self.sending = False  # set by the attempt once its request is handed to the transport
+        self.maybe_applied = False
+        self.spent = 0
+        self.started = time.monotonic()
+
+    def finish(self, error: EnKashError, *, budget_exhausted: bool = False) -> EnKashError:
+        """The error the caller sees: complete, with this call's context."""
+        if not self.sending and not isinstance(
+            error, (TokenError, AuthenticationError, ClientClosedError, WrongEventLoopError, InvalidInputError)
+        ):
+            # Failed while getting a token: say so in the type, keep the cause.
+            token_error = TokenError(f"no bearer token could be obtained: {error.message}")
+            token_error.__cause__ = error
+            error = token_error
+        return error._in_call(
+            request_id=self.request_id,
+            attempts=self.attempts,
+            outcome_unknown=self.mutating and self.maybe_applied,
+            retry_budget_exhausted=budget_exhausted,
         )
-        if on_retry is not None:
-            on_retry(RetryEvent(
-                attempt=attempt, max_attempts=policy.max_attempts, wait=details["wait"],
-                error=error, request_id=call.request_id, operation=call.operation,
-            ))
 
-    return backoff.on_exception(
-        policy.delays,
-        EnKashError,
-        max_tries=policy.max_attempts,
-        max_time=max_time if max_time is not None else policy.max_time,
-        jitter=None,
-        giveup=_giveup,
-        on_backoff=_log,
-        logger=None,
-    )(target)
+
+async def run(
+    call: Call,
+    attempt: Callable[[Call], Awaitable[T]],
+    policy: RetryPolicy,
+    budget: RetryBudget | None,
+    on_retry: Callable[[RetryEvent], object] | None,
+) -> T:
+    """Run ``attempt(call)`` until it succeeds or a rule says stop; raise the finished error."""
+    waits: Iterator[float] | None = None
+    deadline = call.started + policy.max_time
+    callback_failed = False
+    while True:
+        call.attempts += 1
+        call.sending = False
+        try:
+            result = await attempt(call)
+        except EnKashError as error:
+            sent = call.sending
+            if may_have_applied(error, sent=sent):
+                call.maybe_applied = True
+            wait: float | None = None
+            exhausted = False
+            if call.attempts < policy.max_attempts and may_retry(error, sent=sent, idempotent=call.idempotent):
+                retry_after = getattr(error, "retry_after", None)
+                if retry_after is None:
+                    if waits is None:
+                        waits = policy.waits()
+                    wait = next(waits)
+                elif retry_after <= policy.max_delay:
+                    wait = float(retry_after)
+                if wait is not None and time.monotonic() + wait > deadline:
+                    wait = None  # the deadline comes first: no attempt may start after it
+                if wait is not None and budget is not None:
+                    if budget.withdraw(error):
+                        call.spent += budget.cost(error)
+                    else:
+                        wait, exhausted = None, True
+            if wait is None:
+                finished = call.finish(error, budget_exhausted=exhausted)
+                raise finished from finished.__cause__
+            reason = getattr(error, "http_status", None) or type(error).__name__
+            log.info("retry %d of %d for %s requestId %s after %s (waiting %.2fs)", call.attempts + 1,
+                     policy.max_attempts, call.operation, call.request_id, reason, wait)
+            if on_retry is not None:
+                try:
+                    on_retry(RetryEvent(attempt=call.attempts + 1, max_attempts=policy.max_attempts, wait=wait,
+                                        error=error, request_id=call.request_id, operation=call.operation))
+                except Exception:
+                    if not callback_failed:  # once per call: a broken hook must not flood the log
+                        callback_failed = True
+                        log.exception("on_retry callback failed (ignored) for %s requestId %s",
+                                      call.operation, call.request_id)
+            if wait:
+                await asyncio.sleep(wait)
+        else:
+            if budget is not None:
+                budget.refund(call.spent or 1)
+            return result

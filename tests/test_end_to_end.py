@@ -14,6 +14,7 @@ from conftest import COMPANY
 from enkash_coins import (
     AiohttpTransport,
     APIError,
+    AuthenticationError,
     CoinAllocator,
     EnKashError,
     FakeEnKash,
@@ -25,6 +26,7 @@ from enkash_coins import (
     RequestTimeoutError,
     RetryPolicy,
     ServerError,
+    TokenError,
     TransportError,
 )
 
@@ -84,6 +86,10 @@ async def call(coins: CoinAllocator, route: str, fake: FakeEnKash) -> object:
     return await coins.get_balance(user_id="U1")
 
 
+#: What EnKash can be said to have done after each fault: a 429 proves it did not act.
+MAYBE_APPLIED = {kind: kind != "rate_limit" for kind in KINDS}
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("route", ["token", "allocate", "create_event", "get_event", "update_event", "balance"])
 async def test_every_fault_kind_on_every_route(world: tuple[FakeEnKash, Factory], kind: str, route: str) -> None:
@@ -91,12 +97,17 @@ async def test_every_fault_kind_on_every_route(world: tuple[FakeEnKash, Factory]
     fake, make = world
     fake.faults = Faults(routes={route}, hang_seconds=1.0, **{kind: 1.0})
     async with make(retry=RetryPolicy(max_attempts=2, base_delay=0.0)) as coins:
-        with pytest.raises(KINDS[kind]) as info:
+        expected: type[Exception] = KINDS[kind]
+        if route == "token":  # nothing was sent; a 500 may mean bad credentials: never asked again
+            expected = AuthenticationError if kind == "server_error" else TokenError
+        with pytest.raises(expected) as info:
             await call(coins, route, fake)
         err = info.value
+        assert isinstance(err, EnKashError)
         # A client cannot tell a drop before applying from one after: both are unknown.
         # A failed token fetch means the call itself was never sent.
-        assert err.outcome_unknown == (route in ("allocate", "create_event", "update_event"))
+        mutating = route in ("allocate", "create_event", "update_event")
+        assert err.outcome_unknown == (mutating and MAYBE_APPLIED[kind])
         if route == "allocate":
             assert err.request_id == "FAULTY_1"
             assert ("FAULTY_1" in fake.ledger) == (kind == "drop_after")
@@ -105,6 +116,16 @@ async def test_every_fault_kind_on_every_route(world: tuple[FakeEnKash, Factory]
             # Applied before the drop: exactly why create_event is never replayed for you.
             with pytest.raises(APIError, match="already configured"):
                 await call(coins, route, fake)
+        elif route == "token" and kind == "server_error":
+            def asked() -> int:
+                return sum(r.path == "/oauth/token" for r in fake.requests)
+
+            assert asked() == 1  # latched at once: the next call does not ask again
+            with pytest.raises(AuthenticationError, match="Not asking again"):
+                await call(coins, route, fake)
+            assert asked() == 1
+            coins.auth.reset()  # type: ignore[attr-defined]
+            await call(coins, route, fake)
         else:
             await call(coins, route, fake)  # the replay
     if route in ("allocate", "token"):
@@ -129,7 +150,8 @@ async def test_mixed_faults_credit_every_allocation_exactly_once(world: tuple[Fa
             for (rid, _, _), result in zip(pending, results, strict=True):
                 outcome[rid] = result
             pending = [r for r in pending if isinstance(outcome[r[0]], EnKashError)]
-            assert all(outcome[r[0]].outcome_unknown for r in pending)
+            # Unfinished means unknown, or rate limited (EnKash did not act): never "failed".
+            assert all(outcome[r[0]].outcome_unknown or isinstance(outcome[r[0]], RateLimitError) for r in pending)
             if not pending:
                 break
     assert not pending

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import urllib.parse
 
 import aiohttp
 from yarl import URL
@@ -15,60 +13,26 @@ from .._exceptions import (
     ConnectError,
     InvalidInputError,
     RequestTimeoutError,
+    TLSError,
     TransportError,
 )
+from .._urls import check_url
 from .._version import __version__
 from ._base import Request, Response
 
-__all__ = ["AiohttpTransport", "check_base_url"]
+__all__ = ["AiohttpTransport"]
 
 #: Bodies larger than this are not read in full; EnKash's answers are tiny.
 DEFAULT_MAX_RESPONSE_BYTES = 1 << 20
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(base_url: object, *, allow_insecure_http: bool = False) -> str:
-    """Validate a base URL and return it without a trailing slash.
-
-    ``http://`` is refused except for loopback hosts (the fake EnKash), unless
-    ``allow_insecure_http`` is set: bearer tokens must not cross a network in clear.
-    """
-    if not isinstance(base_url, str) or not base_url:
-        raise InvalidInputError("base_url must be a non-empty string such as 'https://uat.example.com'")
-    parts = urllib.parse.urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError(f"base_url must be an http(s) URL with a host, not {base_url!r}")
-    if parts.username or parts.password:
-        raise InvalidInputError("base_url must not carry credentials; pass them to the auth provider")
-    if parts.query or parts.fragment:
-        raise InvalidInputError("base_url must not have a query string or fragment")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
-        raise InvalidInputError(
-            f"refusing plain http:// to non-loopback host {parts.hostname!r}: tokens would travel "
-            "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it"
-        )
-    return base_url.rstrip("/")
 
 
 def _translate(error: BaseException, method: str, url: str) -> TransportError:
     """The SDK's transport error for an aiohttp or asyncio failure (raise it ``from error``)."""
     where = f"{method} {url.split('?', 1)[0]}"
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        err = TransportError(f"TLS certificate check failed for {where}: {error.certificate_error}")
-        err.retryable = False
-        return err
+        return TLSError(f"TLS certificate check failed for {where}: {error.certificate_error}")
     if isinstance(error, aiohttp.ClientSSLError):
-        err = TransportError(f"TLS handshake failed for {where}")
-        err.retryable = False
-        return err
+        return TLSError(f"TLS handshake failed for {where}")
     if isinstance(error, aiohttp.ClientConnectorError):
         return ConnectError(f"could not connect for {where}: {error.strerror or error}")
     if isinstance(error, aiohttp.ConnectionTimeoutError):
@@ -106,7 +70,7 @@ class AiohttpTransport(AsyncClosing):
             raise InvalidInputError(f"timeout must be a positive number of seconds, not {timeout!r}")
         if max_connections < 1:
             raise InvalidInputError("max_connections must be at least 1")
-        self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        self.base_url = check_url(base_url, allow_insecure_http=allow_insecure_http)
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)

@@ -28,13 +28,16 @@ class Request:
     ``path`` is relative to the transport's base URL (``/api/v0/...``), already
     escaped, with any query string included; it may also be an absolute
     ``https://`` URL (a token endpoint on another host). ``content`` is the encoded
-    body, its type given in ``headers``. The repr never shows credentials.
+    body, its type given in ``headers``. ``timeout``, when set, replaces the
+    transport's own timeout for this request (seconds, the whole attempt). The repr
+    never shows credentials.
     """
 
     method: str
     path: str
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=_redacted)
     content: bytes = attrs.field(default=b"", repr=False)
+    timeout: float | None = None
 
 
 @attrs.frozen
