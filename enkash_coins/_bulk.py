@@ -15,12 +15,19 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._exceptions import (
+    APIError,
     AuthenticationError,
     ClientClosedError,
     EnKashError,
+    HTTPStatusError,
     InvalidInputError,
+    PermissionDeniedError,
+    TLSError,
+    TokenError,
+    WrongEventLoopError,
 )
 from ._models import Allocation, AllocationRequest
+from ._retry import is_refusal
 
 if TYPE_CHECKING:
     from ._client import CoinAllocator
@@ -33,16 +40,21 @@ Source = Iterable[AllocationRequest | Mapping[str, Any]] | AsyncIterable[Allocat
 
 
 class Outcome(enum.StrEnum):
-    """How one bulk item ended."""
+    """How one bulk item ended. The one rule: ``failed`` only when provably never applied."""
 
     SUCCEEDED = "succeeded"
     """EnKash acknowledged it. Never resend."""
     FAILED = "failed"
-    """Definitively refused (business error, 4xx, invalid input): fix it, resend with a *new* id."""
+    """Provably never applied, and refused on its content: invalid input caught before
+    sending, or EnKash's own envelope refusing it when no attempt may have been
+    applied. Fix it, then resend with a *new* id."""
     UNKNOWN = "unknown"
-    """Transient failures outlasted the retries; it may have been applied: resend with the *same* id."""
+    """It may have been applied: resend with the *same* id, never a new one. When
+    EnKash refused a replay (``needs_check``), ask EnKash whether it was credited."""
     NOT_ATTEMPTED = "not_attempted"
-    """The run stopped before sending it: send it later (same id)."""
+    """EnKash did not act on it: it never left this machine (the run stopped, no
+    token, no connection), or its credentials or rate were refused (401, 403, 429).
+    Send it later with the same id."""
 
 
 @attrs.frozen(kw_only=True)
@@ -51,6 +63,8 @@ class BulkItem:
 
     ``request`` is the request as sent (company and requestId filled in), or None when
     the input could not be turned into a request (then ``outcome`` is ``failed``).
+    ``error`` carries no traceback (a million failed items must not hold a million
+    stacks); its type, message and fields are all there.
     """
 
     index: int
@@ -58,6 +72,24 @@ class BulkItem:
     outcome: Outcome
     allocation: Allocation | None = None
     error: Exception | None = None
+
+    @property
+    def sent(self) -> bool:
+        """Whether it reached EnKash (or may have): what a "sent" count should count."""
+        if self.outcome is Outcome.SUCCEEDED or self.outcome is Outcome.UNKNOWN:
+            return True
+        if self.outcome is Outcome.FAILED:
+            return self.request is not None and not isinstance(self.error, InvalidInputError)
+        return isinstance(self.error, HTTPStatusError)  # refused for credentials or rate
+
+    @property
+    def needs_check(self) -> bool:
+        """It may have been applied, then a replay was refused: ask EnKash what happened.
+
+        Replaying with the same id stays safe, but cannot settle it: check the user's
+        balance before and after, or ask EnKash support about the requestId.
+        """
+        return self.outcome is Outcome.UNKNOWN and isinstance(self.error, EnKashError) and refused(self.error)
 
 
 @attrs.frozen
@@ -86,16 +118,41 @@ class BulkResult:
     def not_attempted(self) -> list[BulkItem]:
         return self._with(Outcome.NOT_ATTEMPTED)
 
+    @property
+    def needs_check(self) -> list[BulkItem]:
+        """Unknown items whose replay EnKash (or a gateway) refused; see :attr:`BulkItem.needs_check`."""
+        return [item for item in self.items if item.needs_check]
+
+
+def refused(error: EnKashError) -> bool:
+    """A final answer refusing the request (not a transient failure)."""
+    return isinstance(error, APIError) or (isinstance(error, HTTPStatusError) and not error.retryable)
+
 
 def classify(error: Exception) -> Outcome:
-    """The outcome an allocation error means for a bulk item."""
-    if isinstance(error, ClientClosedError):
-        return Outcome.NOT_ATTEMPTED if not error.outcome_unknown else Outcome.UNKNOWN
-    if isinstance(error, EnKashError):
-        if error.outcome_unknown or error.retryable:
-            return Outcome.UNKNOWN
+    """The outcome an allocation error means for a bulk item (see :class:`Outcome`)."""
+    if not isinstance(error, EnKashError):
+        return Outcome.UNKNOWN  # not the SDK's: be conservative, it may have been sent
+    if error.outcome_unknown:
+        return Outcome.UNKNOWN
+    if isinstance(error, InvalidInputError) or is_refusal(error):
         return Outcome.FAILED
-    return Outcome.UNKNOWN  # an unexpected error: be conservative, it may have been sent
+    return Outcome.NOT_ATTEMPTED
+
+
+#: Errors that end a whole run: every later item would meet them too.
+_FATAL = (AuthenticationError, PermissionDeniedError, TokenError, TLSError, ClientClosedError, WrongEventLoopError)
+
+
+def _bare(error: BaseException) -> BaseException:
+    """``error`` without traceback frames, down its whole chain (they pin every local of every frame)."""
+    seen = 0
+    link: BaseException | None = error
+    while link is not None and seen < 8:
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+        seen += 1
+    return error
 
 
 class _Run:
@@ -148,14 +205,13 @@ class _Run:
     def note(self, item: BulkItem) -> None:
         if item.outcome is Outcome.SUCCEEDED or item.outcome is Outcome.FAILED:
             self.unknown_run = 0
-        elif item.outcome is Outcome.UNKNOWN:
+        else:  # unknown, or not sent for a transient reason: EnKash may be down
             self.unknown_run += 1
             if self.unknown_run >= self.stop_after_unknown:
-                self.stop(f"{self.unknown_run} allocations in a row had an unknown outcome (EnKash looks down)")
-        if isinstance(item.error, AuthenticationError):
-            self.stop("authentication failed")
-        if isinstance(item.error, ClientClosedError):
-            self.stop("the allocator was closed")
+                self.stop(f"{self.unknown_run} allocations in a row had an unknown outcome or could not "
+                          "be sent (EnKash looks down)")
+        if isinstance(item.error, _FATAL):
+            self.stop(_fatal_reason(item.error))
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -170,8 +226,26 @@ class _InFlightCancelled(EnKashError):
 class _NotAttempted(EnKashError):
     """The run stopped before this allocation was sent."""
 
+    def __init__(self, stop_reason: str, *, request_id: str | None) -> None:
+        super().__init__(f"not attempted: the run stopped early ({stop_reason})", request_id=request_id)
+        self.stop_reason = stop_reason
+
 
 _DONE = object()
+
+
+def _fatal_reason(error: EnKashError) -> str:
+    if isinstance(error, AuthenticationError):
+        return "authentication failed"
+    if isinstance(error, PermissionDeniedError):
+        return "permission denied"
+    if isinstance(error, TokenError):
+        return "no token could be obtained"
+    if isinstance(error, TLSError):
+        return "TLS failed"
+    if isinstance(error, ClientClosedError):
+        return "the allocator was closed"
+    return "the allocator was used from another event loop"
 
 
 async def allocate_stream(
@@ -194,7 +268,7 @@ async def allocate_stream(
         try:
             return coins.resolve(AllocationRequest.from_mapping(raw))
         except InvalidInputError as error:
-            return BulkItem(index=index, request=None, outcome=Outcome.FAILED, error=error)
+            return BulkItem(index=index, request=None, outcome=Outcome.FAILED, error=_bare(error))
 
     async def one(index: int, raw: Any) -> BulkItem:
         request = prepare(index, raw)
@@ -204,13 +278,12 @@ async def allocate_stream(
             allocation = await coins.allocate_request(request)
         except asyncio.CancelledError:
             cancelled = _InFlightCancelled("bulk run cancelled while this allocation was in flight",
-                                           request_id=request.request_id)
-            cancelled.outcome_unknown = True
+                                           request_id=request.request_id, outcome_unknown=True)
             if on_item is not None:
                 on_item(BulkItem(index=index, request=request, outcome=Outcome.UNKNOWN, error=cancelled))
             raise
         except Exception as error:
-            return BulkItem(index=index, request=request, outcome=classify(error), error=error)
+            return BulkItem(index=index, request=request, outcome=classify(error), error=_bare(error))
         return BulkItem(index=index, request=request, outcome=Outcome.SUCCEEDED, allocation=allocation)
 
     async def worker() -> None:
@@ -251,8 +324,7 @@ async def allocate_stream(
                 if isinstance(request, BulkItem):
                     item = request
                 else:
-                    stopped = _NotAttempted(f"not attempted: the run stopped early ({run.stop_reason})",
-                                            request_id=request.request_id)
+                    stopped = _NotAttempted(run.stop_reason, request_id=request.request_id)
                     item = BulkItem(index=index, request=request, outcome=Outcome.NOT_ATTEMPTED, error=stopped)
                 if on_item is not None:
                     on_item(item)
@@ -277,7 +349,7 @@ async def allocate_many(
     stop_reason = None
     async for item in stream:
         items.append(item)
-        if item.outcome is Outcome.NOT_ATTEMPTED and isinstance(item.error, EnKashError) and stop_reason is None:
-            stop_reason = item.error.message
+        if stop_reason is None and isinstance(item.error, _NotAttempted):
+            stop_reason = item.error.stop_reason
     items.sort(key=lambda item: item.index)
     return BulkResult(items, stop_reason)

@@ -74,9 +74,11 @@ async def test_authentication_failure_stops_the_run(caplog: pytest.LogCaptureFix
     coins, transport = allocator()
     inputs = [{"user_id": "NOAUTH", "event": "E"}] + [{"user_id": f"OK{i}", "event": "E"} for i in range(50)]
     result = await coins.allocate_many(inputs, concurrency=1)
-    assert result.items[0].outcome is Outcome.FAILED
+    # Refused for its credentials, not its content: EnKash did not act, nothing to "fix".
+    assert result.items[0].outcome is Outcome.NOT_ATTEMPTED and result.items[0].sent
     assert isinstance(result.items[0].error, AuthenticationError)
-    assert len(result.not_attempted) == 50 and len(transport.sent) == 1
+    assert len(result.not_attempted) == 51 and len(transport.sent) == 1
+    assert [i.sent for i in result.items[1:]] == [False] * 50
     assert "authentication failed" in (result.stop_reason or "")
     assert all(i.request is not None and i.request.request_id for i in result.not_attempted)
     assert any("bulk run stopping early: authentication failed" in r.getMessage() for r in caplog.records)

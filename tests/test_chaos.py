@@ -16,6 +16,7 @@ from enkash_coins import (
     Faults,
     Outcome,
     PasswordGrant,
+    RateLimitError,
     RetryPolicy,
     derive_request_id,
 )
@@ -23,7 +24,10 @@ from enkash_coins import (
 COMPANY = "CHAOS_CO"
 AMOUNTS = {"DIWALI_BONUS": 50, "REFERRAL_EVENT": 25}
 ALL_FAULTS = dict(rate_limit=0.04, server_error=0.04, bad_gateway=0.04, unavailable=0.04, hang=0.01,
-                  drop_before=0.04, drop_after=0.06, hang_seconds=1.0, latency_jitter=0.003)
+                  drop_before=0.04, drop_after=0.06, hang_seconds=1.0, latency_jitter=0.003,
+                  # Not the token endpoint: a 500 there latches the provider by design (it may be
+                  # bad credentials); token faults are covered one by one in test_end_to_end.
+                  routes={"allocate", "balance"})
 
 
 def campaign(n: int) -> list[AllocationRequest]:
@@ -62,10 +66,13 @@ async def test_chaos_nothing_lost_nothing_doubled(seed: int) -> None:
             assert item.request is not None and item.request.request_id not in fake.ledger
             assert item.request.event == "NOT_CONFIGURED"
         assert first.unknown, "this chaos should leave some outcomes unknown"
-        assert len(first.items) == len(rows) and not first.not_attempted
+        assert len(first.items) == len(rows)
+        # Not attempted only when EnKash provably did not act: rate limited after the retries.
+        assert all(isinstance(item.error, RateLimitError) and item.request is not None
+                   and item.request.request_id not in fake.ledger for item in first.not_attempted)
 
-        # Replay the unknown ones, same ids, until settled (bounded).
-        pending = [item.request for item in first.unknown if item.request]
+        # Replay the unfinished ones, same ids, until settled (bounded).
+        pending = [item.request for item in first.unknown + first.not_attempted if item.request]
         for _round in range(8):
             if not pending:
                 break
@@ -73,7 +80,7 @@ async def test_chaos_nothing_lost_nothing_doubled(seed: int) -> None:
             for item in again.items:
                 assert item.request is not None
                 outcomes[item.request.request_id] = item
-            pending = [item.request for item in again.unknown if item.request]
+            pending = [item.request for item in again.unknown + again.not_attempted if item.request]
         assert not pending
 
     # The ledger is exactly the succeeded set, and each credit was applied once.
