@@ -4,7 +4,7 @@ Everything public is importable from here; the modules behind it are private.
 """
 
 from ._auth import Auth, PasswordGrant, StaticToken
-from ._bulk import BulkItem, BulkResult, Outcome
+from ._bulk import BulkItem, BulkResult, Outcome, RunStoppedError
 from ._client import CoinAllocator
 from ._exceptions import (
     APIError,
@@ -69,6 +69,7 @@ __all__ = [
     "RetryBudget",
     "RetryEvent",
     "RetryPolicy",
+    "RunStoppedError",
     "ServerError",
     "StaticToken",
     "TLSError",

@@ -133,7 +133,8 @@ class PasswordGrant:
         self._inflight: asyncio.Future[str] | None = None
         self._latched: str | None = None  # why token requests stopped
         self._latched_status = 0
-        self.token_requests = 0
+        self.token_requests = 0  # requests made to the token endpoint
+        self.tokens_received = 0  # of which answered with a usable token
 
     def __repr__(self) -> str:
         return f"PasswordGrant(username={self.username!r}, client_id={self.client_id!r}, <secrets redacted>)"
@@ -227,4 +228,5 @@ class PasswordGrant:
         assert isinstance(token, str)
         self._token = token
         self._expires_at = self._clock() + ttl - min(self._margin, ttl / 5)
+        self.tokens_received += 1
         return None

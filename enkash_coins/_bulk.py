@@ -10,7 +10,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -32,7 +32,7 @@ from ._retry import is_refusal
 if TYPE_CHECKING:
     from ._client import CoinAllocator
 
-__all__ = ["BulkItem", "BulkResult", "Outcome"]
+__all__ = ["BulkItem", "BulkResult", "Outcome", "RunStoppedError"]
 
 log = logging.getLogger("enkash_coins")
 
@@ -75,12 +75,12 @@ class BulkItem:
 
     @property
     def sent(self) -> bool:
-        """Whether it reached EnKash (or may have): what a "sent" count should count."""
-        if self.outcome is Outcome.SUCCEEDED or self.outcome is Outcome.UNKNOWN:
+        """Whether a request for it left this machine: what a "sent" count should count."""
+        if self.outcome is Outcome.SUCCEEDED:
             return True
-        if self.outcome is Outcome.FAILED:
-            return self.request is not None and not isinstance(self.error, InvalidInputError)
-        return isinstance(self.error, HTTPStatusError)  # refused for credentials or rate
+        if isinstance(self.error, EnKashError):
+            return self.error.sent
+        return True  # not the SDK's error: it may have been sent
 
     @property
     def needs_check(self) -> bool:
@@ -125,8 +125,10 @@ class BulkResult:
 
 
 def refused(error: EnKashError) -> bool:
-    """A final answer refusing the request (not a transient failure)."""
-    return isinstance(error, APIError) or (isinstance(error, HTTPStatusError) and not error.retryable)
+    """A final answer refusing the request itself: not a transient failure, not the credentials."""
+    return isinstance(error, APIError) or (
+        isinstance(error, HTTPStatusError) and not error.retryable
+        and not isinstance(error, (AuthenticationError, PermissionDeniedError)))
 
 
 def classify(error: Exception) -> Outcome:
@@ -144,7 +146,10 @@ def classify(error: Exception) -> Outcome:
 _FATAL = (AuthenticationError, PermissionDeniedError, TokenError, TLSError, ClientClosedError, WrongEventLoopError)
 
 
-def _bare(error: BaseException) -> BaseException:
+E = TypeVar("E", bound=BaseException)
+
+
+def _bare(error: E) -> E:
     """``error`` without traceback frames, down its whole chain (they pin every local of every frame)."""
     seen = 0
     link: BaseException | None = error
@@ -223,12 +228,16 @@ class _InFlightCancelled(EnKashError):
     """The run was cancelled while this allocation was in flight."""
 
 
-class _NotAttempted(EnKashError):
-    """The run stopped before this allocation was sent."""
+class RunStoppedError(EnKashError):
+    """The error of an item a bulk run never sent because the run stopped early.
 
-    def __init__(self, stop_reason: str, *, request_id: str | None) -> None:
-        super().__init__(f"not attempted: the run stopped early ({stop_reason})", request_id=request_id)
-        self.stop_reason = stop_reason
+    ``reason`` says why (``BulkResult.stop_reason`` is the same text). The item's
+    outcome is ``not_attempted``: send it later with the same requestId.
+    """
+
+    def __init__(self, reason: str, *, request_id: str | None = None) -> None:
+        super().__init__(f"not attempted: the run stopped early ({reason})", request_id=request_id)
+        self.reason = reason
 
 
 _DONE = object()
@@ -278,7 +287,7 @@ async def allocate_stream(
             allocation = await coins.allocate_request(request)
         except asyncio.CancelledError:
             cancelled = _InFlightCancelled("bulk run cancelled while this allocation was in flight",
-                                           request_id=request.request_id, outcome_unknown=True)
+                                           request_id=request.request_id, outcome_unknown=True, sent=True)
             if on_item is not None:
                 on_item(BulkItem(index=index, request=request, outcome=Outcome.UNKNOWN, error=cancelled))
             raise
@@ -324,7 +333,7 @@ async def allocate_stream(
                 if isinstance(request, BulkItem):
                     item = request
                 else:
-                    stopped = _NotAttempted(run.stop_reason, request_id=request.request_id)
+                    stopped = RunStoppedError(run.stop_reason, request_id=request.request_id)
                     item = BulkItem(index=index, request=request, outcome=Outcome.NOT_ATTEMPTED, error=stopped)
                 if on_item is not None:
                     on_item(item)
@@ -349,7 +358,7 @@ async def allocate_many(
     stop_reason = None
     async for item in stream:
         items.append(item)
-        if stop_reason is None and isinstance(item.error, _NotAttempted):
-            stop_reason = item.error.stop_reason
+        if stop_reason is None and isinstance(item.error, RunStoppedError):
+            stop_reason = item.error.reason
     items.sort(key=lambda item: item.index)
     return BulkResult(items, stop_reason)

@@ -74,6 +74,8 @@ class EnKashError(Exception):
             have been applied.
         retry_budget_exhausted: a retry was due but the allocator's retry budget
             could not pay for it.
+        sent: a request of the call left this machine, so EnKash may have seen it
+            (False when it failed before: no token, no connection, bad input).
     """
 
     retryable: bool = False
@@ -86,6 +88,7 @@ class EnKashError(Exception):
         attempts: int = 0,
         outcome_unknown: bool = False,
         retry_budget_exhausted: bool = False,
+        sent: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -93,6 +96,7 @@ class EnKashError(Exception):
         self.attempts = attempts
         self.outcome_unknown = outcome_unknown
         self.retry_budget_exhausted = retry_budget_exhausted
+        self.sent = sent
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -122,6 +126,7 @@ class EnKashError(Exception):
         attempts: int,
         outcome_unknown: bool,
         retry_budget_exhausted: bool,
+        sent: bool,
     ) -> Self:
         """A copy carrying the call's context; the allocator's one finishing step.
 
@@ -131,7 +136,7 @@ class EnKashError(Exception):
         """
         copy: Self = _rebuild(type(self), {
             **self.__dict__, "request_id": request_id, "attempts": attempts,
-            "outcome_unknown": outcome_unknown, "retry_budget_exhausted": retry_budget_exhausted,
+            "outcome_unknown": outcome_unknown, "retry_budget_exhausted": retry_budget_exhausted, "sent": sent,
         })
         copy.__cause__ = self.__cause__
         copy.__suppress_context__ = True

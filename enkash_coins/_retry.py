@@ -198,7 +198,7 @@ def may_retry(error: EnKashError, *, sent: bool, idempotent: bool) -> bool:
 class Call:
     """What one logical call remembers across its attempts (never shared)."""
 
-    __slots__ = ("attempts", "idempotent", "maybe_applied", "mutating", "operation", "request_id",
+    __slots__ = ("attempts", "idempotent", "maybe_applied", "mutating", "operation", "reached", "request_id",
                  "sending", "spent", "started")
 
     def __init__(self, operation: str, request_id: str | None, *, mutating: bool, idempotent: bool) -> None:
@@ -208,6 +208,7 @@ class Call:
         self.idempotent = idempotent
         self.attempts = 0
         self.sending = False  # set by the attempt once its request is handed to the transport
+        self.reached = False  # some attempt's request left this machine
         self.maybe_applied = False
         self.spent = 0
         self.started = time.monotonic()
@@ -226,6 +227,7 @@ class Call:
             attempts=self.attempts,
             outcome_unknown=self.mutating and self.maybe_applied,
             retry_budget_exhausted=budget_exhausted,
+            sent=self.reached,
         )
 
 
@@ -247,6 +249,8 @@ async def run(
             result = await attempt(call)
         except EnKashError as error:
             sent = call.sending
+            if sent and not isinstance(error, _NOT_SENT):
+                call.reached = True
             if may_have_applied(error, sent=sent):
                 call.maybe_applied = True
             wait: float | None = None

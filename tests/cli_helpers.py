@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -22,11 +23,33 @@ class Served:
     base_url: str
     token: str
     proc: subprocess.Popen[str]
+    state: str  # ENKASH_STATE_DIR of the runs: never the real home directory
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENKASH_")}
         return {**env, "ENKASH_BASE_URL": self.base_url, "ENKASH_TOKEN": self.token,
-                "PYTHONUNBUFFERED": "1", **extra}
+                "ENKASH_STATE_DIR": self.state, "PYTHONUNBUFFERED": "1", **extra}
+
+    def password_env(self, password: str = "demo-password", **extra: str) -> dict[str, str]:
+        """The environment of a run that logs in with the password grant (the fake's demo account)."""
+        env = self.env(ENKASH_USERNAME="demo-user", ENKASH_PASSWORD=password, ENKASH_CLIENT_ID="demo-client",
+                       ENKASH_CLIENT_SECRET="demo-secret", **extra)
+        del env["ENKASH_TOKEN"]
+        return env
+
+    def faults(self, spec: str) -> None:
+        """Replace the server's faults (``--faults`` syntax; "" for none)."""
+        request = urllib.request.Request(f"{self.base_url}/_fake/faults", data=spec.encode(), method="PUT")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+    def credits(self, prefix: str = "") -> dict[str, int]:
+        """Credits per user (whose id starts with ``prefix``) in the fake's ledger."""
+        counts: dict[str, int] = {}
+        for entry in self.get("ledger")["ledger"]:
+            if entry["user_id"].startswith(prefix):
+                counts[entry["user_id"]] = counts.get(entry["user_id"], 0) + 1
+        return counts
 
     def get(self, what: str) -> Any:
         with urllib.request.urlopen(f"{self.base_url}/_fake/{what}", timeout=10) as response:
@@ -65,7 +88,8 @@ def serve(*args: str, seed: Path | None = None) -> Iterator[Served]:
         banner = read_banner(proc)
         base = banner.split("listening on ")[1].split()[0]
         token = banner.split("bearer token (24 h): ")[1].split()[0]
-        yield Served(base, token, proc)
+        with tempfile.TemporaryDirectory(prefix="enkash-state-") as state:
+            yield Served(base, token, proc, state)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

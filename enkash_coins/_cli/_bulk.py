@@ -3,45 +3,38 @@
 from __future__ import annotations
 
 import argparse
-import array
 import asyncio
 import contextlib
-import csv
-import json
+import os
 import signal
-import sqlite3
 import sys
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from .._bulk import BulkItem
+from .._bulk import BulkItem, Outcome, RunStoppedError
 from .._client import CoinAllocator
-from .._exceptions import EnKashError, InvalidInputError
-from .._ids import derive_request_id
-from .._journal import Journal, Row
+from .._converter import converter
+from .._exceptions import InvalidInputError, NotFoundError
 from .._models import AllocationRequest
-from ._config import add_connection_flags, build_allocator, company_from
-from ._render import Reporter
+from . import _exit
+from ._config import ConfigError, Connection, add_connection_flags, company_from, connect, env_default, from_env
+from ._input import InputRow, Problem, read_input
+from ._journal import Journal, JournalError
+from ._render import REFRESH, Reporter
+from ._results import Results
 
-__all__ = ["BulkOptions", "add_parser", "read_rows", "run_bulk"]
+__all__ = ["BulkOptions", "add_parser", "run_bulk"]
 
-COLUMNS = ("user_id", "event", "company_id", "request_id")
-MAX_PROBLEMS_SHOWN = 20
-EXIT_OK, EXIT_INCOMPLETE, EXIT_UNUSABLE = 0, 1, 2
+Connect = Callable[[], AbstractAsyncContextManager[CoinAllocator]]
 
 
 class InputProblems(InvalidInputError):
     """The input file has rows that cannot be sent; nothing was sent."""
-
-    def __init__(self, path: Path, problems: list[str]) -> None:
-        shown = problems[:MAX_PROBLEMS_SHOWN]
-        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-        super().__init__(f"{path}: {len(problems)} problem(s), nothing was sent:\n  " + "\n  ".join(shown) + more)
-        self.problems = problems
 
 
 def add_parser(commands: Any) -> None:
@@ -52,223 +45,312 @@ def add_parser(commands: Any) -> None:
                     "Every outcome is journaled; run the same command again to finish an interrupted run.",
     )
     p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--campaign", help="campaign name; required when rows have no request_id (ids are derived from it)")
-    p.add_argument("--concurrency", type=int, default=32, help="requests in flight at once (default 32)")
+    p.add_argument("--campaign", help="campaign name; required when rows have no request_id (ids are derived "
+                                      "from it). A journal remembers its campaign")
+    p.add_argument("--concurrency", metavar="N",
+                   help=env_default("requests in flight at once", "ENKASH_CONCURRENCY", 32))
     p.add_argument("--journal", type=Path, help="journal path (default: FILE.journal.sqlite next to the input)")
+    p.add_argument("--new-journal", action="store_true",
+                   help="start a new journal even though one exists (the old one is kept aside). RISK: the new "
+                        "journal does not know what was sent; rows whose requestId changed are credited again")
     p.add_argument("--out", type=Path, help="write one CSV line per row: line, outcome, request_id, ..., error")
     p.add_argument("--dry-run", action="store_true", help="validate and show what would be sent; send nothing")
     p.add_argument("--retry-failed", action="store_true",
-                   help="resend rows that failed definitively, each with a NEW requestId")
+                   help="resend rows EnKash refused (never maybe-applied ones), each with a NEW requestId")
     p.add_argument("--coin-config", action="append", default=[], metavar="ID",
                    help="a coinConfigId whose amount to show in the summary's coins column (repeatable)")
-    p.add_argument("--stop-after-unknown", type=int, default=20,
-                   help="stop after this many unknown outcomes in a row (default 20)")
+    p.add_argument("--stop-after-unknown", metavar="N",
+                   help="stop after this many unknown or unsendable outcomes in a row (default 20)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line or notes; summary and errors only")
     add_connection_flags(p)
     p.set_defaults(run=main)
 
 
-def _records(path: Path) -> list[tuple[int, Any]]:
-    """(line number, record) for each data row; a record is a dict or an error string."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc}") from None
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        out: list[tuple[int, Any]] = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                out.append((number, "not valid JSON"))
-                continue
-            out.append((number, record if isinstance(record, dict) else "not a JSON object"))
-        return out
-    reader = csv.DictReader(text.splitlines())
-    fields = reader.fieldnames or []
-    missing = [c for c in ("user_id", "event") if c not in fields]
-    if missing:
-        raise InvalidInputError(f"{path}: the header must name {', '.join(missing)} (found: {', '.join(fields)})")
-    return [(reader.line_num, {k: v for k, v in rec.items() if k in COLUMNS and v not in (None, "")})
-            for rec in reader]
-
-
-def read_rows(path: Path, *, campaign: str | None, company_id: str | None) -> list[Row]:
-    """Validate every row before anything is sent.
-
-    Raises:
-        InputProblems: with one message per bad or duplicate row, by line number.
-    """
-    problems: list[str] = []
-    rows: list[Row] = []
-    first_line: dict[str, int] = {}
-    for line, record in _records(path):
-        if isinstance(record, str):
-            problems.append(f"line {line}: {record}")
-            continue
-        record = {k: v for k, v in record.items() if k in COLUMNS}
-        try:
-            request = AllocationRequest(
-                user_id=record.get("user_id"), event=record.get("event"),  # type: ignore[arg-type]
-                company_id=record.get("company_id") or company_id,
-                request_id=record.get("request_id"),
-            )
-            if request.company_id is None:
-                raise InvalidInputError("no company_id (add the column, or pass --company-id / ENKASH_COMPANY_ID)")
-            request_id = request.request_id
-            if request_id is None:
-                if not campaign:
-                    raise InvalidInputError("no request_id: add the column, or pass --campaign to derive ids")
-                request_id = derive_request_id(campaign, request.company_id, request.user_id, request.event)
-        except InvalidInputError as exc:
-            problems.append(f"line {line}: {exc.message}")
-            continue
-        if request_id in first_line:
-            problems.append(f"line {line}: duplicate of line {first_line[request_id]} (same requestId "
-                            f"{request_id}); give each row its own request_id, or remove the duplicate")
-            continue
-        first_line[request_id] = line
-        rows.append(Row(line=line, company_id=request.company_id, user_id=request.user_id,
-                        event=request.event, request_id=request_id))
-    if problems:
-        raise InputProblems(path, problems)
-    if not rows:
-        raise InvalidInputError(f"{path}: no rows to send")
-    return rows
-
-
 @attrs.frozen(kw_only=True)
 class BulkOptions:
+    """What one bulk run is asked to do (checked when built, before anything is touched)."""
+
+    file: Path
+    campaign: str | None = None
+    company_id: str | None = None
     concurrency: int = 32
+    journal: Path | None = None
+    new_journal: bool = False
+    out: Path | None = None
+    dry_run: bool = False
     retry_failed: bool = False
     stop_after_unknown: int = 20
-    campaign: str | None = None
+    coin_configs: tuple[str, ...] = ()
     amounts: Mapping[str, int] = attrs.field(factory=dict)  # event -> coins, when known (the demo)
 
+    @classmethod
+    def of(cls, args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> BulkOptions:
+        return cls(
+            file=args.file,
+            campaign=args.campaign or None,
+            company_id=company_from(args, env),
+            concurrency=from_env(args.concurrency, env, "ENKASH_CONCURRENCY", "--concurrency", int, 32,
+                                 lambda n: 1 <= n <= 10_000, "an integer from 1 to 10000"),
+            journal=args.journal,
+            new_journal=args.new_journal,
+            out=args.out,
+            dry_run=args.dry_run,
+            retry_failed=args.retry_failed,
+            stop_after_unknown=from_env(args.stop_after_unknown, {}, "", "--stop-after-unknown", int, 20,
+                                        lambda n: n >= 1, "an integer >= 1"),
+            coin_configs=tuple(args.coin_config),
+        )
 
-async def run_bulk(coins: CoinAllocator, journal: Journal, options: BulkOptions, reporter: Reporter) -> int:
-    """Send every row the journal says is not done; returns the exit code."""
-    if options.retry_failed:
-        failed = list(journal.entries(["failed"]))
-        if failed:
-            if not options.campaign:
-                raise InvalidInputError("--retry-failed needs --campaign to derive the new requestIds")
-            reporter.note(f"--retry-failed: {len(failed)} failed row(s) get a NEW requestId each "
-                          "(they were definitively refused, so a new id cannot double-credit)")
-            journal.renew_ids({
-                e.row.line: derive_request_id(options.campaign, e.row.company_id, e.row.user_id,
-                                              e.row.event, "retry", e.retries + 1)
-                for e in failed
-            })
-    counts = journal.counts()
-    resending = counts["pending"] + counts["unknown"] + counts["not_attempted"]
-    reporter.start(total=sum(counts.values()), already=counts, resending=resending)
-    lines = array.array("q")  # item index -> input line, 8 bytes a row
+    @property
+    def journal_path(self) -> Path:
+        return self.journal or self.file.with_name(self.file.name + ".journal.sqlite")
 
-    def requests() -> Generator[AllocationRequest, None, None]:
-        for row in journal.stream(["pending", "unknown", "not_attempted"]):
-            lines.append(row.line)
-            yield AllocationRequest(user_id=row.user_id, event=row.event, company_id=row.company_id,
-                                    request_id=row.request_id)
 
-    def record(item: BulkItem) -> None:
-        error = None if item.error is None else str(item.error)
-        journal.record(lines[item.index], item.outcome.value, error)
+class _Problems:
+    """Prints bad rows as they are found; a run of identical messages is one line."""
 
-    started = time.monotonic()
-    source = requests()
-    stream = coins.allocate_stream(source, concurrency=options.concurrency,
-                                   stop_after_unknown=options.stop_after_unknown, on_item=record)
+    def __init__(self, reporter: Reporter, path: Path) -> None:
+        self._reporter = reporter
+        self._path = path
+        self.count = 0
+        self._run: tuple[int, int, str] | None = None
+
+    def __call__(self, problem: Problem) -> None:
+        self.count += 1
+        if self._run is not None and self._run[2] == problem.message and problem.line > self._run[1]:
+            self._run = (self._run[0], problem.line, problem.message)
+            return
+        self.flush()
+        if self.count == 1:
+            self._reporter.warn(f"{self._path}: rows that cannot be sent:")
+        self._run = (problem.line, problem.line, problem.message)
+
+    def flush(self) -> None:
+        if self._run is not None:
+            first, last, message = self._run
+            where = f"line {first}" if first == last else f"lines {first}-{last} (not all of them, maybe)"
+            self._reporter.warn(f"  {where}: {message}")
+            self._run = None
+
+    def error(self) -> InputProblems:
+        self.flush()
+        return InputProblems(f"{self._path}: {self.count} problem(s), nothing was sent")
+
+
+def _requests(rows: Iterator[Any]) -> Iterator[AllocationRequest]:
+    for row in rows:
+        yield AllocationRequest(user_id=row.user_id, event=row.event, company_id=row.company_id,
+                                request_id=row.request_id)
+
+
+async def _refresh(reporter: Reporter) -> None:
+    while True:
+        reporter.refresh()
+        await asyncio.sleep(REFRESH)
+
+
+@attrs.define
+class _Run:
+    """What one sending pass saw, for the summary and the exit code."""
+
+    stopping: bool = False
+    setup_error: BaseException | None = None
+
+
+async def _send(coins: CoinAllocator, journal: Journal, options: BulkOptions, reporter: Reporter) -> _Run:
+    """Send every row the journal says is not done, recording outcomes in batches."""
+    state = _Run()
+    recorder = journal.recorder()
+
+    def on_item(item: BulkItem) -> None:
+        recorder.record(item)
+        reporter.advance(item)
+        if isinstance(item.error, RunStoppedError):
+            state.stopping = True  # the rest is not read: it stays as it is, to send next time
+        elif state.setup_error is None and isinstance(item.error, _exit.SETUP):
+            state.setup_error = item.error
+
+    reporter.start(journal.to_send())
+    refresher = asyncio.create_task(_refresh(reporter))
+    stream = coins.allocate_stream(_requests(journal.pages(lambda: state.stopping)),
+                                   concurrency=options.concurrency,
+                                   stop_after_unknown=options.stop_after_unknown, on_item=on_item)
     try:
         async with contextlib.aclosing(stream):
-            async for item in stream:
-                reporter.advance(item.outcome)
-    except asyncio.CancelledError:
-        # The stream has closed: rows in flight were journaled "unknown"; the rest never left.
-        journal.mark_unsent()
-        reporter.stop()
-        raise
+            async for _ in stream:
+                pass
     finally:
-        source.close()  # and with it the journal's read connection
-    elapsed = time.monotonic() - started
-    reporter.stop()
-    final = journal.counts()
-    reporter.summary(final, journal.succeeded_per_event(), options.amounts, elapsed, sent=reporter.sent)
-    return EXIT_OK if final["succeeded"] == sum(final.values()) else EXIT_INCOMPLETE
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        reporter.stop()
+        # On every stop, orderly or not: outcomes known so far are written, and rows
+        # handed out but never sent are not_attempted (a kill -9 skips this; the next
+        # run then treats them as maybe applied, which is safe).
+        recorder.flush()
+        journal.mark_unsent()
+    return state
 
 
-def write_results(journal: Journal, path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["line", "outcome", "request_id", "company_id", "user_id", "event", "error"])
-        for e in journal.entries():
-            outcome = "unknown" if e.status == "pending" else e.status
-            writer.writerow([e.row.line, outcome, e.row.request_id, e.row.company_id, e.row.user_id,
-                             e.row.event, e.error or ""])
-
-
-def dry_run(rows: list[Row], reporter: Reporter) -> int:
-    reporter.note(f"{len(rows)} row(s) are valid. Nothing was sent (--dry-run). First requests:")
-    for row in rows[:5]:
-        body = {"companyId": row.company_id, "event": row.event, "requestId": row.request_id, "userId": row.user_id}
-        reporter.note(f"  line {row.line}: POST /api/v0/enkash-coins/allocate-coin {json.dumps(body)}")
-    return EXIT_OK
-
-
-async def _with_signals(coro: Any) -> int:
+async def _with_signals(coro: Any) -> Any:
     """Run ``coro``; SIGTERM cancels it like Ctrl-C does, so in-flight rows are journaled."""
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     assert task is not None
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        return int(await coro)
+        return await coro
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-async def bulk_file(path: Path, coins_factory: Any, args: argparse.Namespace, reporter: Reporter,
-                    amounts: Mapping[str, int] | None = None) -> int:
-    """The whole bulk command once the configuration is known."""
-    rows = read_rows(path, campaign=args.campaign, company_id=company_from(args))
-    if args.dry_run:
-        return dry_run(rows, reporter)
-    journal_path = args.journal or path.with_name(path.name + ".journal.sqlite")
-    coins = coins_factory()  # after validation: bad input never needs credentials
-    journal, resumed = Journal.open(journal_path, rows, source=str(path))
+def _dry_run(options: BulkOptions, reporter: Reporter) -> int:
+    first: list[InputRow] = []
+
+    def keep(rows: Iterator[InputRow | Problem]) -> Iterator[InputRow | Problem]:
+        for row in rows:
+            if isinstance(row, InputRow) and len(first) < 5:
+                first.append(row)
+            yield row
+
+    problems = _Problems(reporter, options.file)
+    with Journal.scratch() as scratch:
+        campaign = options.campaign
+        report = scratch.load(keep(read_input(options.file, campaign=campaign, company_id=options.company_id)),
+                              problems, campaign=campaign, source=str(options.file))
+    if report is None:
+        raise problems.error()
+    reporter.warn(f"{report.rows:,} row(s) are valid. Nothing was sent (--dry-run). First requests:")
+    unstructure = converter().get_unstructure_hook(AllocationRequest)
+    for row in first:
+        body = unstructure(AllocationRequest(user_id=row.user_id, event=row.event, company_id=row.company_id,
+                                             request_id=row.request_id))
+        reporter.warn(f"  line {row.line}: POST /api/v0/enkash-coins/allocate-coin {body}")
+    if options.journal_path.exists():
+        reporter.warn(f"Journal {options.journal_path} exists: a real run resumes it (rows already done are "
+                      "skipped, unfinished ones keep their requestIds).")
+    return _exit.OK
+
+
+def _open_journal(options: BulkOptions, reporter: Reporter) -> Journal:
+    path = options.journal_path
+    if options.new_journal and path.exists():
+        aside = path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
+        journal = Journal.open(path, set_aside=aside)
+        reporter.warn(
+            f"--new-journal: the old journal is kept as {aside}. The new journal does not know what the old one "
+            "sent. Rows that keep the same requestId (same campaign, company, user and event, never renewed by "
+            "--retry-failed) are protected by EnKash applying each requestId at most once; any other row that "
+            "was already credited WILL BE CREDITED AGAIN.")
+        return journal
+    return Journal.open(path)
+
+
+async def run_bulk(options: BulkOptions, connect: Connect, reporter: Reporter) -> int:
+    """The whole bulk command once its options are known; returns the exit code."""
+    if options.dry_run:
+        return _dry_run(options, reporter)
+    results = Results.open(options.out) if options.out else None  # proves --out writable before any request
     try:
-        reporter.note(("Resuming" if resumed else "Journal") + f": {journal_path}")
-        options = BulkOptions(concurrency=args.concurrency, retry_failed=args.retry_failed,
-                              stop_after_unknown=args.stop_after_unknown, campaign=args.campaign,
-                              amounts=amounts or {})
-        async with coins:
-            if getattr(args, "coin_config", None):
-                events = [await coins.get_event(config_id) for config_id in args.coin_config]
-                options = attrs.evolve(options, amounts={**options.amounts, **{e.event: e.amount for e in events}})
-            try:
-                return await _with_signals(run_bulk(coins, journal, options, reporter))
-            finally:
-                if args.out:
-                    write_results(journal, args.out)
+        journal = _open_journal(options, reporter)
+        try:
+            return await _journaled(options, journal, connect, reporter, results)
+        finally:
+            if results is not None and not journal.discarded:
+                results.write(journal.entries())
+                results = None
+            journal.close()
     finally:
-        journal.close()
+        if results is not None:
+            results.discard()
+
+
+async def _journaled(options: BulkOptions, journal: Journal, connect: Connect, reporter: Reporter,
+                     results: Results | None) -> int:
+    campaign = journal.check_campaign(options.campaign)
+    problems = _Problems(reporter, options.file)
+    rows = read_input(options.file, campaign=campaign, company_id=options.company_id)
+    try:
+        report = journal.load(rows, problems, campaign=campaign, source=str(options.file))
+    except InvalidInputError:
+        if journal.created:
+            journal.discard()
+        raise
+    if report is None:
+        if journal.created:
+            journal.discard()
+        raise problems.error()
+    reporter.note(("Journal" if journal.created else "Resuming") + f": {journal.path}"
+                  + (f" (campaign {campaign})" if campaign else ""))
+    if report.added and not journal.created:
+        reporter.warn(f"{report.added:,} row(s) are new since the journal was made: added, to be sent.")
+    if report.removed:
+        reporter.warn(f"{report.removed:,} row(s) of the journal are no longer in {options.file}: they are kept "
+                      "in the journal and in --out, but not sent" + (
+                          f"; {report.removed_maybe_applied:,} of them were (or may have been) credited"
+                          if report.removed_maybe_applied else ""))
+    recovered = journal.recover()
+    if recovered:
+        reporter.warn(f"{recovered:,} row(s) were in flight when an earlier run stopped: they may have been "
+                      "applied, and are resent with the same requestId (never a new one).")
+    before = journal.counts()
+    if before["succeeded"] or before["failed"]:
+        reporter.note(f"{before['succeeded']:,} row(s) already succeeded and are skipped; {before['failed']:,} "
+                      "failed earlier (see --retry-failed)")
+    if options.retry_failed:
+        renewable = journal.renewable()
+        if renewable:
+            if not campaign:
+                raise InvalidInputError("--retry-failed needs --campaign to derive the new requestIds")
+            renewed = journal.renew_failed(campaign)
+            reporter.warn(f"--retry-failed: {renewed:,} failed row(s) get a NEW requestId each (EnKash refused "
+                          "them and no attempt may have been applied, so a new id cannot double-credit)")
+    was_sent = journal.ever_sent
+    started = time.monotonic()
+    async with connect() as coins:
+        amounts = dict(options.amounts)
+        for config_id in options.coin_configs:
+            try:
+                event = await coins.get_event(config_id)
+            except NotFoundError:
+                raise ConfigError(f"--coin-config {config_id}: EnKash has no such coin configuration") from None
+            amounts[event.event] = event.amount
+        try:
+            state = await _with_signals(_send(coins, journal, options, reporter))
+        finally:
+            if reporter.sent == 0 and not was_sent:
+                journal.unmark_sent()  # nothing left this machine: the journal is as good as new
+    final = journal.counts()
+    reporter.summary(final, journal.succeeded_per_event(), amounts, time.monotonic() - started)
+    if state.setup_error is not None:
+        reporter.warn(f"{_exit.describe(state.setup_error)}\nThe run stopped there: "
+                      + ("nothing was sent. " if reporter.sent == 0 else "")
+                      + "Fix the configuration or credentials, then run the same command again "
+                      "(rows keep their requestIds).")
+        done = reporter.counts[Outcome.SUCCEEDED] + reporter.counts[Outcome.FAILED] + reporter.counts[Outcome.UNKNOWN]
+        if done == 0:
+            return _exit.UNUSABLE
+    return _exit.OK if final["succeeded"] == sum(final.values()) else _exit.INCOMPLETE
 
 
 def main(args: argparse.Namespace) -> int:
-    reporter = Reporter()
+    reporter = Reporter(quiet=args.quiet)
     try:
-        return asyncio.run(bulk_file(args.file, lambda: build_allocator(args), args, reporter))
-    except InvalidInputError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    except (sqlite3.Error, OSError) as exc:
-        print(f"error: the journal or results file cannot be used: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    except EnKashError as exc:  # before the run: e.g. a --coin-config that does not exist
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        options = BulkOptions.of(args)
+        connection = Connection.of(args) if not options.dry_run else None
+
+        def connector() -> AbstractAsyncContextManager[CoinAllocator]:
+            assert connection is not None
+            return connect(connection)
+
+        return asyncio.run(run_bulk(options, connector, reporter))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: every finished row is journaled; run the same command again to finish",
               file=sys.stderr)
-        return EXIT_INCOMPLETE
+        return _exit.INCOMPLETE
+    except (JournalError, InvalidInputError) as exc:
+        print(_exit.describe(exc), file=sys.stderr)
+        return _exit.UNUSABLE
+    except Exception as exc:
+        print(_exit.describe(exc), file=sys.stderr)
+        return _exit.exit_code(exc)

@@ -12,43 +12,44 @@ from typing import Any
 import attrs
 
 from .._client import CoinAllocator
-from .._exceptions import EnKashError, InvalidInputError
-from ._config import add_connection_flags, build_allocator
+from . import _exit
+from ._config import Connection, add_connection_flags, connect
 
 __all__ = ["add_parsers"]
 
 Action = Callable[[CoinAllocator, argparse.Namespace], Awaitable[Any]]
 
 
-def _command(commands: Any, name: str, help: str, action: Action) -> argparse.ArgumentParser:
+def _command(commands: Any, name: str, help: str, action: Action, *, company: bool) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
-    add_connection_flags(p)
+    add_connection_flags(p, company=company)
     p.set_defaults(run=lambda args: _run(action, args))
     return p
 
 
 def add_parsers(commands: Any) -> None:
-    p = _command(commands, "allocate", "allocate coins to one user", _allocate)
+    p = _command(commands, "allocate", "allocate coins to one user", _allocate, company=True)
     p.add_argument("--user-id", required=True)
     p.add_argument("--event", required=True)
     p.add_argument("--request-id", help="idempotency key; generated (and printed) if omitted")
 
-    p = _command(commands, "balance", "print a user's coin balance", _balance)
+    p = _command(commands, "balance", "print a user's coin balance", _balance, company=False)
     p.add_argument("--user-id", required=True)
 
     events = commands.add_parser("events", help="create, read or update coin event configurations")
     sub = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
-    p = _command(sub, "create", "configure an event", _create)
+    p = _command(sub, "create", "configure an event", _create, company=True)
     p.add_argument("--event", required=True)
     p.add_argument("--amount", type=int, required=True)
     p.add_argument("--configuration", default="DEFAULT", choices=["DEFAULT", "CUSTOM"])
-    p = _command(sub, "get", "show an event configuration", _get)
+    p = _command(sub, "get", "show an event configuration", _get, company=False)
     p.add_argument("coin_config_id")
-    p = _command(sub, "update", "change an event configuration (only the given fields)", _update)
+    p = _command(sub, "update", "change an event configuration (only the given fields)", _update, company=False)
     p.add_argument("coin_config_id")
     p.add_argument("--amount", type=int)
     p.add_argument("--configuration", choices=["DEFAULT", "CUSTOM"])
     p.add_argument("--event")
+    p.add_argument("--company-id", dest="new_company_id", help="move the event to this company")
 
 
 async def _allocate(coins: CoinAllocator, args: argparse.Namespace) -> Any:
@@ -68,24 +69,24 @@ async def _get(coins: CoinAllocator, args: argparse.Namespace) -> Any:
 
 
 async def _update(coins: CoinAllocator, args: argparse.Namespace) -> Any:
-    return await coins.update_event(args.coin_config_id, amount=args.amount,
-                                    configuration=args.configuration, event=args.event)
+    return await coins.update_event(args.coin_config_id, amount=args.amount, configuration=args.configuration,
+                                    event=args.event, company_id=args.new_company_id)
 
 
 async def _call(action: Action, args: argparse.Namespace) -> Any:
-    async with build_allocator(args) as coins:
+    async with connect(Connection.of(args)) as coins:
         return await action(coins, args)
 
 
 def _run(action: Action, args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(_call(action, args))
-    except InvalidInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except EnKashError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return _exit.INTERRUPTED
+    except Exception as exc:
+        print(_exit.describe(exc), file=sys.stderr)
+        return _exit.exit_code(exc)
     data = attrs.asdict(result) if attrs.has(type(result)) else result
     print(json.dumps(data, default=str, indent=2))
-    return 0
+    return _exit.OK

@@ -1,37 +1,115 @@
-"""Building an allocator from flags and ENKASH_* environment variables."""
+"""Building an allocator from flags and ENKASH_* environment variables, for every command."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
+
+import attrs
 
 from .._auth import Auth, PasswordGrant, StaticToken
 from .._client import CoinAllocator
 from .._exceptions import InvalidInputError
 from .._retry import RetryPolicy
 from .._transports import AiohttpTransport
+from ._guard import TokenGuard
 
-__all__ = ["ConfigError", "add_connection_flags", "build_allocator", "company_from"]
+__all__ = ["ConfigError", "Connection", "add_connection_flags", "connect", "env_default", "from_env"]
 
 SECRETS = ("ENKASH_USERNAME", "ENKASH_PASSWORD", "ENKASH_CLIENT_ID", "ENKASH_CLIENT_SECRET")
+T = TypeVar("T")
 
 
 class ConfigError(InvalidInputError):
     """The command line or environment does not say how to reach EnKash."""
 
 
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+def env_default(help: str, env: str, default: object = None) -> str:
+    """A flag's help text that names its environment variable and default."""
+    shown = "" if default is None else f"; default {default}"
+    return f"{help} (env {env}{shown})"
+
+
+def add_connection_flags(parser: argparse.ArgumentParser, *, company: bool = True) -> None:
     group = parser.add_argument_group(
         "connection",
         "Credentials come from the environment only (never flags, which leak into `ps`): "
         "ENKASH_TOKEN, or ENKASH_USERNAME, ENKASH_PASSWORD, ENKASH_CLIENT_ID and ENKASH_CLIENT_SECRET "
         "(plus ENKASH_TOKEN_URL if the token endpoint is on another host).",
     )
-    group.add_argument("--base-url", help="EnKash API host given to you by EnKash (default: $ENKASH_BASE_URL)")
-    group.add_argument("--company-id", help="company to allocate for (default: $ENKASH_COMPANY_ID)")
-    group.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt (default 10)")
-    group.add_argument("--max-attempts", type=int, default=4, help="attempts per call, retries included (default 4)")
+    group.add_argument("--base-url", help=env_default("EnKash API host given to you by EnKash", "ENKASH_BASE_URL"))
+    if company:  # only on commands that send a company
+        group.add_argument("--company-id", help=env_default("company to allocate for", "ENKASH_COMPANY_ID"))
+    group.add_argument("--timeout", metavar="SECONDS",
+                       help=env_default("seconds per attempt", "ENKASH_TIMEOUT", 10))
+    group.add_argument("--max-attempts", metavar="N",
+                       help=env_default("attempts per call, retries included", "ENKASH_MAX_ATTEMPTS", 4))
+    group.add_argument("--allow-insecure-http", action="store_true", default=None,
+                       help=env_default("allow http:// to a host other than this machine (tokens travel in clear)",
+                                        "ENKASH_ALLOW_INSECURE_HTTP=1"))
+    group.add_argument("--credentials-fixed", action="store_true",
+                       help="the token endpoint refused these credentials in earlier runs and you have fixed "
+                            "them: allow a token request again (EnKash locks the account after 3 refusals)")
+
+
+def from_env(value: str | None, env: Mapping[str, str], name: str, flag: str, convert: Callable[[str], T],
+             default: T, check: Callable[[T], bool], what: str) -> T:
+    """A setting from its flag, else its environment variable, else ``default``; checked."""
+    raw = value if value is not None else env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        result: T | None = convert(raw)
+    except ValueError:
+        result = None
+    if result is None or not check(result):
+        source = flag if value is not None else name
+        raise ConfigError(f"{source} must be {what}, not {raw!r}")
+    return result
+
+
+def _positive(x: float) -> bool:
+    return 0 < x < math.inf
+
+
+@attrs.frozen(kw_only=True)
+class Connection:
+    """Everything needed to reach EnKash, resolved from flags and the environment."""
+
+    base_url: str
+    company_id: str | None
+    timeout: float
+    max_attempts: int
+    allow_insecure_http: bool
+    credentials_fixed: bool
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Connection:
+        base_url = getattr(args, "base_url", None) or env.get("ENKASH_BASE_URL")
+        if not base_url:
+            raise ConfigError(
+                "no EnKash base URL: pass --base-url or set ENKASH_BASE_URL to the host EnKash gave you. "
+                "(To try things without EnKash, run `enkash-coins demo`, or `enkash-coins serve` and point "
+                "ENKASH_BASE_URL at it.)"
+            )
+        auth_from(env)  # credentials present and well-formed: fail before anything is touched
+        insecure = getattr(args, "allow_insecure_http", None)
+        if insecure is None:
+            insecure = env.get("ENKASH_ALLOW_INSECURE_HTTP", "").lower() in ("1", "true", "yes")
+        return cls(
+            base_url=base_url,
+            company_id=company_from(args, env),
+            timeout=from_env(getattr(args, "timeout", None), env, "ENKASH_TIMEOUT", "--timeout", float, 10.0,
+                             _positive, "a number of seconds > 0"),
+            max_attempts=from_env(getattr(args, "max_attempts", None), env, "ENKASH_MAX_ATTEMPTS",
+                                  "--max-attempts", int, 4, lambda n: 1 <= n <= 100, "an integer from 1 to 100"),
+            allow_insecure_http=bool(insecure),
+            credentials_fixed=bool(getattr(args, "credentials_fixed", False)),
+        )
 
 
 def company_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> str | None:
@@ -56,18 +134,38 @@ def auth_from(env: Mapping[str, str]) -> Auth:
     )
 
 
-def build_allocator(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> CoinAllocator:
-    """An allocator for a real run. Never falls back to the fake."""
-    base_url = args.base_url or env.get("ENKASH_BASE_URL")
-    if not base_url:
-        raise ConfigError(
-            "no EnKash base URL: pass --base-url or set ENKASH_BASE_URL to the host EnKash gave you. "
-            "(To try things without EnKash, run `enkash-coins demo`, or `enkash-coins serve` and point "
-            "ENKASH_BASE_URL at it.)"
-        )
-    return CoinAllocator(
-        AiohttpTransport(base_url, timeout=args.timeout),
-        auth=auth_from(env),
-        company_id=company_from(args, env),
-        retry=RetryPolicy(max_attempts=args.max_attempts),
-    )
+def _cli_words(error: InvalidInputError) -> ConfigError:
+    """An SDK validation message, in the words of the command line."""
+    text = error.message.replace("pass allow_insecure_http=True", "pass --allow-insecure-http")
+    return ConfigError(text)
+
+
+@contextlib.asynccontextmanager
+async def connect(connection: Connection, env: Mapping[str, str] = os.environ,
+                  **allocator: Any) -> AsyncIterator[CoinAllocator]:
+    """An open allocator for a real run (never the fake), with the token guard around it."""
+    try:
+        transport = AiohttpTransport(connection.base_url, timeout=connection.timeout,
+                                     allow_insecure_http=connection.allow_insecure_http)
+        auth = auth_from(env)
+    except ConfigError:
+        raise
+    except InvalidInputError as exc:
+        raise _cli_words(exc) from None
+    guard = TokenGuard.of(auth, transport.base_url, env) if isinstance(auth, PasswordGrant) else None
+    if guard is not None:
+        if connection.credentials_fixed:
+            guard.clear()
+        why = guard.blocked()
+        if why:
+            await transport.aclose()
+            raise ConfigError(f"not asking for a token: {why}")
+    coins = CoinAllocator(transport, auth=auth, company_id=connection.company_id,
+                          retry=RetryPolicy(max_attempts=connection.max_attempts), **allocator)
+    try:
+        async with coins:
+            yield coins
+    finally:
+        if guard is not None:
+            assert isinstance(auth, PasswordGrant)
+            guard.settle(auth)

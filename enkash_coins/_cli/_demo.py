@@ -16,7 +16,7 @@ from .._client import CoinAllocator
 from .._fake import FakeEnKash, FakeServer, Faults
 from .._retry import RetryPolicy
 from .._transports import AiohttpTransport
-from ._bulk import bulk_file
+from ._bulk import BulkOptions, run_bulk
 from ._render import Reporter
 
 __all__ = ["add_parser"]
@@ -31,7 +31,8 @@ DEMO_FAULTS = Faults(server_error=0.02, unavailable=0.02, bad_gateway=0.01, drop
 
 def add_parser(commands: Any) -> None:
     p = commands.add_parser("demo", help="run a sample campaign against the embedded fake EnKash (no real coins)")
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--concurrency", type=int, default=32,
+                   help="requests in flight at once (default 32), as in `bulk --concurrency`")
     p.set_defaults(run=main)
 
 
@@ -62,10 +63,9 @@ async def demo(concurrency: int, workdir: Path) -> int:
         with importlib.resources.as_file(source) as bundled:
             shutil.copy(bundled, path)
         reporter.note(f"campaign {CAMPAIGN}: {sum(1 for _ in path.open()) - 1} rows from the bundled sample\n")
-        args = argparse.Namespace(campaign=CAMPAIGN, company_id=COMPANY, dry_run=False, journal=None,
-                                  concurrency=concurrency, retry_failed=False, stop_after_unknown=50,
-                                  out=workdir / "results.csv")
-        code = await bulk_file(path, allocator, args, reporter, amounts=EVENTS)
+        options = BulkOptions(file=path, campaign=CAMPAIGN, company_id=COMPANY, concurrency=concurrency,
+                              stop_after_unknown=50, out=workdir / "results.csv", amounts=EVENTS)
+        code = await run_bulk(options, allocator, reporter)
         dropped = sum(1 for r in fake.requests if r.fault == "drop_after")
         expected = sum(EVENTS[e.event] for e in fake.ledger.values())
         print(f"\nFake EnKash ledger: {len(fake.ledger)} credits for 3000 rows, {sum(fake.balances.values())} "

@@ -1,23 +1,40 @@
-"""Progress bar and summary for bulk runs (rich, from the ``cli`` extra; plain text without it)."""
+"""Progress and summary for bulk runs (rich, from the ``cli`` extra; plain text without it).
+
+The progress line is refreshed a few times a second from counters: nothing is
+rendered or computed per row, so it costs nothing at a million rows.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from .._bulk import Outcome
+from .._bulk import BulkItem, Outcome
 
-__all__ = ["Reporter"]
+__all__ = ["LABELS", "Reporter"]
 
-_LABELS = {"succeeded": "succeeded", "failed": "failed", "unknown": "unknown",
-           "not_attempted": "not attempted", "pending": "never finished"}
+#: How each journal status is named to people (one vocabulary: the Outcome values).
+LABELS = {
+    Outcome.SUCCEEDED.value: "succeeded",
+    Outcome.FAILED.value: "failed",
+    Outcome.UNKNOWN.value: "unknown",
+    "needs_check": "needs a check",
+    Outcome.NOT_ATTEMPTED.value: "not attempted",
+}
+REFRESH = 0.25  # seconds between progress updates
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
 
 
 class Reporter:
-    """Shows a live progress bar on stderr and a summary on stdout."""
+    """Shows a live progress line on stderr and a summary on stdout."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
         try:
             from rich.console import Console
         except ImportError:  # pragma: no cover - the cli extra is missing
@@ -28,94 +45,146 @@ class Reporter:
             self._err = Console(stderr=True, highlight=False)
         self._progress: Any = None
         self._task: Any = None
-        self._counts = {o: 0 for o in Outcome}
-
-    @property
-    def sent(self) -> int:
-        """Allocations that were sent this run (everything but not_attempted)."""
-        return sum(n for outcome, n in self._counts.items() if outcome is not Outcome.NOT_ATTEMPTED)
+        self.counts = dict.fromkeys(Outcome, 0)
+        self.sent = 0  # items that reached EnKash this run (or may have)
+        self._total = 0
+        self._started = 0.0
+        self._last = (0.0, 0)
+        self._rate = 0.0
+        self.status = ""  # e.g. "paused 10s (429)"; shown on the progress line
 
     def note(self, text: str) -> None:
+        if self.quiet:
+            return
         if self._rich:
-            self._err.print(text, markup=False)
+            self._err.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
             print(text, file=sys.stderr)
 
-    def _fields(self) -> str:
-        c = self._counts
-        return (f"ok {c[Outcome.SUCCEEDED]}  failed {c[Outcome.FAILED]}  "
-                f"unknown {c[Outcome.UNKNOWN]}  skipped {c[Outcome.NOT_ATTEMPTED]}")
+    def warn(self, text: str) -> None:
+        """Like :meth:`note`, but shown even with ``-q``."""
+        if self._rich:
+            self._err.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text, file=sys.stderr)
 
-    def start(self, *, total: int, already: Mapping[str, int], resending: int) -> None:
-        done = already.get("succeeded", 0) + already.get("failed", 0)
-        if done:
-            self.note(f"{already.get('succeeded', 0)} row(s) already succeeded and are skipped; "
-                      f"{already.get('failed', 0)} failed earlier (see --retry-failed); "
-                      f"{resending} to send (unfinished rows keep their requestId)")
-        if not self._rich:
-            self.note(f"sending {resending} allocation(s)...")
+    # -- progress ------------------------------------------------------------
+
+    def start(self, total: int) -> None:
+        self._total = total
+        self._started = time.monotonic()
+        self._last = (self._started, 0)
+        if self.quiet or not self._rich:
+            if not self.quiet:
+                self.note(f"sending {total:,} allocation(s)...")
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn
 
         self._progress = Progress(
-            TextColumn("[bold]allocating"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>7}/s"), TextColumn("{task.fields[counts]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=self._err, refresh_per_second=8,
+            TextColumn("sending"), BarColumn(bar_width=None), TextColumn("{task.fields[line]}"),
+            console=self._err, auto_refresh=False, transient=False, expand=True,
         )
         self._progress.start()
-        self._task = self._progress.add_task("allocating", total=resending, rate="-", counts=self._fields())
+        self._task = self._progress.add_task("sending", total=max(total, 1), line="")
 
-    def advance(self, outcome: Outcome) -> None:
-        self._counts[outcome] += 1
+    def advance(self, item: BulkItem) -> None:
+        """Count one item (cheap: no rendering here)."""
+        self.counts[item.outcome] += 1
+        if item.sent:
+            self.sent += 1
+
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def line(self) -> str:
+        """The progress text: done/total, rate, outcomes, ETA (fits 80 columns with the bar)."""
+        now = time.monotonic()
+        done = self.done()
+        then, before = self._last
+        if now - then >= 1.0:
+            instant = (done - before) / (now - then)
+            self._rate = instant if not self._rate else 0.5 * self._rate + 0.5 * instant
+            self._last = (now, done)
+        c = self.counts
+        text = f"{_n(done)}/{_n(self._total)} {_n(self._rate)}/s ok {_n(c[Outcome.SUCCEEDED])}"
+        for outcome, tag in ((Outcome.UNKNOWN, "unk"), (Outcome.FAILED, "fail"), (Outcome.NOT_ATTEMPTED, "skip")):
+            if c[outcome]:
+                text += f" {tag} {_n(c[outcome])}"
+        if self.status:
+            text += f" {self.status}"
+        elif self._rate and done < self._total:
+            left = int((self._total - done) / self._rate)
+            text += f" ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+        return text
+
+    def refresh(self) -> None:
+        """Redraw the progress line (call a few times a second)."""
         if self._progress is not None:
-            task = self._progress.tasks[0]
-            rate = f"{task.speed:.0f}" if task.speed else "-"
-            self._progress.update(self._task, advance=1, rate=rate, counts=self._fields())
+            self._progress.update(self._task, completed=self.done(), line=self.line())
+            self._progress.refresh()
 
     def stop(self) -> None:
         if self._progress is not None:
+            self.refresh()
             self._progress.stop()
             self._progress = None
 
+    # -- summary -------------------------------------------------------------
+
     def summary(self, counts: Mapping[str, int], per_event: Mapping[str, int], amounts: Mapping[str, int],
-                elapsed: float, *, sent: int) -> None:
-        rate = f"{sent / elapsed:,.0f}/s" if elapsed > 0 else "-"
+                elapsed: float) -> None:
+        """The outcome of every row of the input (all runs), and what to do next."""
+        rate = f"{self.sent / elapsed:,.0f}/s" if elapsed > 0 and self.sent else "-"
         total = sum(counts.values())
-        if not self._rich:
-            print(f"Done: {sent} sent in {elapsed:.1f}s ({rate}); all rows: "
-                  + ", ".join(f"{_LABELS[k]} {v}" for k, v in counts.items() if v))
+        shown = {label: counts.get(key, 0) for key, label in LABELS.items()}
+        shown["not attempted"] += counts.get("pending", 0)  # never sent yet: the same advice
+        head = f"Bulk run: {total:,} rows; {self.sent:,} sent this run in {elapsed:.1f}s ({rate})"
+        if self._rich:
+            from rich.table import Table
+
+            self._out.print(f"\n{head}", soft_wrap=True)
+            outcomes = Table()
+            outcomes.add_column("outcome")
+            outcomes.add_column("rows", justify="right")
+            for label, value in shown.items():
+                if value or label in ("succeeded", "failed", "unknown"):
+                    outcomes.add_row(label, f"{value:,}")
+            events = Table(title="credited per event, all runs")
+            events.add_column("event")
+            events.add_column("allocations", justify="right")
+            events.add_column("coins", justify="right")
+            for event, n in sorted(per_event.items()):
+                coins = f"{n * amounts[event]:,}" if event in amounts else "n/a (--coin-config)"
+                events.add_row(event, f"{n:,}", coins)
+            self._out.print(outcomes)
+            self._out.print(events)
+        else:
+            print(head + "; all rows: " + ", ".join(f"{k} {v}" for k, v in shown.items() if v))
             for event, n in sorted(per_event.items()):
                 coins = f", {n * amounts[event]} coins" if event in amounts else ""
                 print(f"  {event}: {n} allocations{coins}")
-            return
-        from rich.table import Table
+        for advice in _advice(shown):
+            self._say(advice)
 
-        self._out.print(f"\nBulk run: {total:,} rows; {sent:,} sent this run in {elapsed:.1f}s ({rate})")
-        outcomes = Table()
-        outcomes.add_column("outcome")
-        outcomes.add_column("rows", justify="right")
-        for key, value in counts.items():
-            if value or key in ("succeeded", "failed", "unknown"):
-                outcomes.add_row(_LABELS[key], f"{value:,}")
-        events = Table(title="credited per event, all runs")
-        events.add_column("event")
-        events.add_column("allocations", justify="right")
-        events.add_column("coins", justify="right")
-        for event, n in sorted(per_event.items()):
-            events.add_row(event, f"{n:,}", f"{n * amounts[event]:,}" if event in amounts else "n/a (--coin-config)")
-        self._out.print(outcomes)
-        self._out.print(events)
-        if counts.get("unknown") or counts.get("pending") or counts.get("not_attempted"):
-            self._out.print("Some rows are unfinished: run the same command again to resend them "
-                            "with the same requestIds (nothing is credited twice).")
-        if counts.get("failed"):
-            self._out.print("Failed rows were refused by EnKash; see --out for reasons, fix them, "
-                            "then use --retry-failed.")
+    def _say(self, text: str) -> None:
+        if self._rich:
+            self._out.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text)
+
+
+def _advice(shown: Mapping[str, int]) -> list[str]:
+    out = []
+    if shown["needs a check"]:
+        out.append(
+            f"{shown['needs a check']:,} row(s) NEED A CHECK: an attempt may have been credited, then EnKash (or a "
+            "gateway) refused a replay, so resending cannot settle them. For each (outcome needs_check in --out), "
+            "compare the user's coin balance with what the campaign should have credited, or ask EnKash support "
+            "about its requestId. Never give them a new requestId.")
+    if shown["unknown"] or shown["not attempted"]:
+        out.append("Some rows are unfinished: run the same command again to resend them with the same "
+                   "requestIds (EnKash applies each at most once).")
+    if shown["failed"]:
+        out.append("Failed rows were refused by EnKash and never credited; see --out for the reasons. Fix them, "
+                   "then --retry-failed sends them with new requestIds.")
+    return out

@@ -13,6 +13,7 @@ from typing import Any
 
 from .._exceptions import InvalidInputError
 from .._fake import FakeEnKash, FakeServer, Faults
+from .._fake._faults import KINDS
 
 __all__ = ["add_parser"]
 
@@ -32,8 +33,8 @@ def add_parser(commands: Any) -> None:
                         '{"events": [{"company_id": ..., "event": ..., "amount": ...}]}')
     p.add_argument("--faults", default="", metavar="SPEC",
                    help="fault injection, e.g. 'server_error=0.1,drop_after=0.05,retry_after=1,seed=7' "
-                        "(kinds: rate_limit server_error bad_gateway unavailable hang drop_before drop_after; "
-                        "also latency, latency_jitter, hang_seconds, routes=allocate+balance)")
+                        f"(kinds: {' '.join(KINDS)}; also latency, latency_jitter, hang_seconds, "
+                        "routes=allocate+balance, plan=drop_after+gateway_404 for the first attempts of each request)")
     p.add_argument("--token-ttl", type=float, default=300.0, help="lifetime of issued tokens (s)")
     p.set_defaults(run=run)
 

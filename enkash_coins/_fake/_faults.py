@@ -21,10 +21,14 @@ __all__ = ["ROUTES", "Dropped", "Faults"]
 ROUTES = frozenset({"token", "allocate", "create_event", "get_event", "update_event", "balance"})
 #: Fault kinds, in the order their probabilities are stacked.
 KINDS = ("rate_limit", "server_error", "bad_gateway", "unavailable", "hang",
-         "drop_before", "drop_after")
+         "drop_before", "drop_after", "gateway_400", "gateway_404", "forbidden")
+#: What a ``plan`` step may name: a fault kind, or "ok" for an attempt answered normally.
+PLAN_STEPS = frozenset({*KINDS, "ok"})
 
-_HTML_502 = (b"<html><head><title>502 Bad Gateway</title></head><body><center>"
-             b"<h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>")
+
+def _html(status: int, reason: str) -> bytes:
+    return (f"<html><head><title>{status} {reason}</title></head><body><center><h1>{status} {reason}</h1>"
+            "</center><hr><center>nginx</center></body></html>").encode()
 
 
 class Dropped(Exception):
@@ -50,6 +54,12 @@ def _routes(instance: object, attribute: attrs.Attribute[Any], value: object) ->
         raise InvalidInputError(f"routes must be a subset of {sorted(ROUTES)}, not {value!r}")
 
 
+def _plan(instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    unknown = [step for step in value if step not in PLAN_STEPS]
+    if unknown:
+        raise InvalidInputError(f"plan steps must be fault kinds or 'ok', not {unknown}; kinds: {sorted(KINDS)}")
+
+
 def _to_routes(value: Any) -> frozenset[str] | None:
     return None if value is None else frozenset([value] if isinstance(value, str) else value)
 
@@ -68,6 +78,13 @@ class Faults:
         drop_after: applied, then the connection dropped: the client sees a failure
             while the ledger has the credit. This is the case that doubles money in
             an SDK without idempotent retries.
+        gateway_400, gateway_404: an HTML 400 / 404 page from a gateway in front of
+            EnKash (not an EnKash answer; not applied).
+        forbidden: 403 (not applied), as for credentials without the permission.
+        plan: the fate of the first attempts of *every* request, in order, before the
+            random draws take over: e.g. ``("drop_after", "gateway_404")`` applies and
+            drops attempt 1, then answers attempt 2 with a gateway's 404 page. A step
+            is a fault kind or ``"ok"``.
         latency, latency_jitter: every request waits ``latency`` plus up to
             ``latency_jitter`` seconds.
         routes: limit faults (not latency) to these routes (see ``ROUTES``).
@@ -81,6 +98,10 @@ class Faults:
     hang: float = attrs.field(default=0.0, validator=_fraction)
     drop_before: float = attrs.field(default=0.0, validator=_fraction)
     drop_after: float = attrs.field(default=0.0, validator=_fraction)
+    gateway_400: float = attrs.field(default=0.0, validator=_fraction)
+    gateway_404: float = attrs.field(default=0.0, validator=_fraction)
+    forbidden: float = attrs.field(default=0.0, validator=_fraction)
+    plan: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_plan)
     retry_after: float = attrs.field(default=0, validator=_seconds)
     hang_seconds: float = attrs.field(default=5.0, validator=_seconds)
     latency: float = attrs.field(default=0.0, validator=_seconds)
@@ -101,6 +122,9 @@ class Faults:
         """The fault for this attempt of this request, or None."""
         if self.routes is not None and route not in self.routes:
             return None
+        if attempt <= len(self.plan):
+            step = self.plan[attempt - 1]
+            return None if step == "ok" else step
         draw = self._draw(key, attempt, "fault")
         for kind in KINDS:
             draw -= getattr(self, kind)
@@ -121,7 +145,14 @@ class Faults:
         if kind == "server_error":
             return _json(500, "Internal server error", {})
         if kind == "bad_gateway":
-            return Response(502, {"content-type": "text/html"}, _HTML_502)
+            return Response(502, {"content-type": "text/html"}, _html(502, "Bad Gateway"))
+        if kind == "gateway_400":
+            return Response(400, {"content-type": "text/html"}, _html(400, "Bad Request"))
+        if kind == "gateway_404":
+            return Response(404, {"content-type": "text/html"}, _html(404, "Not Found"))
+        if kind == "forbidden":
+            return Response(403, {"content-type": "application/json"},
+                            b'{"error": "access_denied", "error_description": "Not allowed"}')
         if kind == "unavailable":
             return Response(503, {"content-type": "text/plain", **after}, b"Service Unavailable")
         return Response(504, {"content-type": "text/plain"}, b"Gateway Timeout")
@@ -139,6 +170,8 @@ class Faults:
             try:
                 if name == "routes":
                     values[name] = frozenset(raw.split("+"))
+                elif name == "plan":
+                    values[name] = tuple(raw.split("+"))
                 elif name == "seed":
                     values[name] = int(raw)
                 else:

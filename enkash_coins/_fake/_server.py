@@ -9,10 +9,10 @@ import attrs
 from aiohttp import web
 
 from .._closing import AsyncClosing
-from .._exceptions import ClientClosedError
+from .._exceptions import ClientClosedError, InvalidInputError
 from .._transports import Request
 from ._enkash import FakeEnKash
-from ._faults import Dropped
+from ._faults import Dropped, Faults
 
 __all__ = ["FakeServer"]
 
@@ -22,8 +22,9 @@ class FakeServer(AsyncClosing):
 
     Same routes, status codes and JSON as the in-process fake, plus read-only views
     outside the EnKash namespace for tests in any language:
-    ``GET /_fake/ledger`` (applied allocations and balances) and
-    ``GET /_fake/requests`` (the request log with attempt numbers).
+    ``GET /_fake/ledger`` (applied allocations and balances),
+    ``GET /_fake/requests`` (the request log with attempt numbers), and
+    ``PUT /_fake/faults`` (a body in ``--faults`` syntax replaces the faults; empty: none).
 
     Use ``async with FakeServer() as server:`` and point an
     ``AiohttpTransport(server.base_url)`` at it.
@@ -55,6 +56,7 @@ class FakeServer(AsyncClosing):
         app = web.Application(client_max_size=1 << 20)
         app.router.add_get("/_fake/ledger", self._ledger)
         app.router.add_get("/_fake/requests", self._requests)
+        app.router.add_put("/_fake/faults", self._faults)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # Cancel a handler when its client goes away (a "hang" fault must not
         # outlive the client's timeout), and don't wait long for stragglers on stop.
@@ -98,6 +100,13 @@ class FakeServer(AsyncClosing):
             "balances": fake.balances,
             "token_requests": fake.token_requests,
         })
+
+    async def _faults(self, http: web.Request) -> web.Response:
+        try:
+            self.fake.faults = Faults.parse((await http.read()).decode("utf-8", "replace"))
+        except InvalidInputError as exc:
+            return web.Response(status=400, text=exc.message)
+        return _json({"faults": repr(self.fake.faults)})
 
     async def _requests(self, http: web.Request) -> web.Response:
         return _json({"requests": [attrs.asdict(r) for r in self.fake.requests]})
