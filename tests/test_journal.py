@@ -117,9 +117,8 @@ def test_an_orderly_stop_leaves_unsent_rows_not_attempted(tmp_path: Path) -> Non
 
 def test_a_second_run_cannot_open_a_locked_journal(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
-    with Journal.open(path):
-        with pytest.raises(JournalError, match="in use by another run"):
-            Journal.open(path)
+    with Journal.open(path), pytest.raises(JournalError, match="in use by another run"):
+        Journal.open(path)
     Journal.open(path).close()  # released on close (and by the OS when a process dies)
 
 
