@@ -60,6 +60,9 @@ def check_text(what: str, value: object, *, is_id: bool) -> str:
     for char in value:
         if unicodedata.category(char)[0] == "C":
             raise InvalidInputError(f"{what} {_shown(value)} contains a control character")
+        if not is_id and char.isspace() and char != " ":
+            raise InvalidInputError(f"{what} {_shown(value)} contains {char!r}; names may contain spaces, "
+                                    "but no other whitespace (tabs, line or paragraph separators)")
         if is_id and (char.isspace() or char in _PATH_UNSAFE):
             raise InvalidInputError(
                 f"{what} {_shown(value)} contains {char!r}; ids may not contain "
