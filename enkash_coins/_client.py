@@ -6,8 +6,9 @@ import asyncio
 import enum
 import functools
 import logging
+import math
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 import cattrs
 
@@ -36,20 +37,17 @@ from ._models import (
     Envelope,
     UpdateEventBody,
     check_amount,
+    check_headers,
     check_text,
 )
 from ._response import check_response
 from ._retry import Call, RetryBudget, RetryEvent, RetryPolicy, may_have_applied, run
+from ._routes import ALLOCATE, BALANCE, CREATE_EVENT, EVENT
 from ._transports import Request, Response, Transport
 
 __all__ = ["CoinAllocator"]
 
 log = logging.getLogger("enkash_coins")
-
-ALLOCATE_PATH = "/api/v0/enkash-coins/allocate-coin"
-CREATE_EVENT_PATH = "/api/v0/enkash-coins/create-coins-config"
-EVENT_PATH = "/api/v0/enkash-coins/"
-BALANCE_PATH = "/api/v0/coins/balance"
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _ACCEPT = {"Accept": "application/json"}
@@ -61,8 +59,35 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+class _Shared:
+    """What an allocator and its views share: connections, tokens, the budget, the loop, the state."""
+
+    __slots__ = ("auth", "budget", "headers", "loop", "state", "transport")
+
+    def __init__(self, transport: Transport, auth: Auth, budget: RetryBudget | None) -> None:
+        self.transport = transport
+        self.auth = auth
+        self.budget = budget
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.state = _State.UNOPENED
+        self.headers: tuple[str, dict[str, str], dict[str, str]] | None = None  # per token, see _with_token
+
+
+def _callable(what: str, value: object, *, optional: bool = False) -> None:
+    if not (callable(value) or (optional and value is None)):
+        raise InvalidInputError(f"{what} must be callable{' or None' if optional else ''}, not {value!r}")
+
+
+def _timeout(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise InvalidInputError(f"timeout must be a finite number of seconds > 0, or None; not {value!r}")
+    return float(value)
+
+
 class CoinAllocator(AsyncClosing):
-    """Credits EnKash coins. Build one per process, share it, close it once.
+    """Credits EnKash coins. Build one per process (per event loop), share it, close it once.
 
     Args:
         transport: how requests travel (:class:`AiohttpTransport` in production,
@@ -89,43 +114,90 @@ class CoinAllocator(AsyncClosing):
         if not isinstance(auth, Auth):
             raise InvalidInputError(f"auth must implement Auth, not {type(auth).__name__}")
         if retry is not None and not isinstance(retry, RetryPolicy):
-            raise InvalidInputError("retry must be a RetryPolicy")
-        self.transport = transport
-        self.auth = auth
+            raise InvalidInputError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        _callable("request_id_factory", request_id_factory)
+        _callable("on_retry", on_retry, optional=True)
+        policy = retry or RetryPolicy()
+        budget = None if policy.budget is None else RetryBudget(
+            policy.budget, retry_cost=policy.retry_cost, timeout_retry_cost=policy.timeout_retry_cost)
+        self._shared = _Shared(transport, auth, budget)
         self.company_id = None if company_id is None else check_text("company_id", company_id, is_id=True)
-        self.retry = retry or RetryPolicy()
+        self.retry = policy
         self._new_id = request_id_factory
-        self._state = _State.UNOPENED
+        self._on_retry = on_retry
+        self._timeout: float | None = None
+        self._extra: Mapping[str, str] | None = None
+        self._view = False
         self._conv: cattrs.Converter = converter()
         self._unstructure_allocation = self._conv.get_unstructure_hook(AllocationRequest)
-        policy = self.retry
-        self.retry_budget = None if policy.budget is None else RetryBudget(
-            policy.budget, retry_cost=policy.retry_cost, timeout_retry_cost=policy.timeout_retry_cost)
-        self._on_retry = on_retry
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._headers: tuple[str, dict[str, str], dict[str, str]] | None = None
 
     def __repr__(self) -> str:
-        return f"CoinAllocator({self.transport!r}, company_id={self.company_id!r}, state={self._state.value})"
+        kind = "view of CoinAllocator" if self._view else "CoinAllocator"
+        return f"{kind}({self.transport!r}, company_id={self.company_id!r}, state={self._shared.state.value})"
+
+    @property
+    def transport(self) -> Transport:
+        return self._shared.transport
+
+    @property
+    def auth(self) -> Auth:
+        return self._shared.auth
+
+    @property
+    def retry_budget(self) -> RetryBudget | None:
+        """The retry budget all calls of this allocator and its views draw on (None: no budget)."""
+        return self._shared.budget
+
+    def with_options(
+        self,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> CoinAllocator:
+        """A view with other per-call settings, sharing this allocator's connections.
+
+        The view shares the transport, the auth provider, the retry budget and the
+        lifecycle: closing this allocator closes it, and closing the view does nothing
+        (it owns nothing). ``timeout`` (seconds per attempt) overrides the transport's;
+        ``retry`` overrides the policy (its budget settings aside: the shared budget
+        applies); ``headers`` are added to every request of the view (they cannot
+        replace ``Authorization``, ``Content-Type``, ``Accept`` or ``User-Agent``).
+        Settings left out keep this allocator's.
+        """
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        view = object.__new__(CoinAllocator)
+        view.__dict__.update(self.__dict__)
+        view._view = True
+        if timeout is not None:
+            view._timeout = _timeout(timeout)
+        if retry is not None:
+            view.retry = retry
+        if headers is not None:
+            view._extra = {**(self._extra or {}), **check_headers(headers)}
+        return view
 
     # -- lifecycle ---------------------------------------------------------
 
     async def __aenter__(self) -> CoinAllocator:
-        if self._state is _State.CLOSED:
+        if self._shared.state is _State.CLOSED:
             raise ClientClosedError("this CoinAllocator is closed; build a new one")
-        self._state = _State.OPENED
+        if not self._view:
+            self._shared.state = _State.OPENED
         return self
 
     async def aclose(self) -> None:
-        """Close the transport and its connections. Closing twice is harmless."""
-        if self._state is _State.CLOSED:
+        """Close the transport and its connections. Closing twice is harmless; a view's aclose does nothing."""
+        shared = self._shared
+        if self._view or shared.state is _State.CLOSED:
             return
-        self._state = _State.CLOSED
-        await self.transport.aclose()
+        shared.state = _State.CLOSED
+        await shared.transport.aclose()
 
     @property
     def closed(self) -> bool:
-        return self._state is _State.CLOSED
+        return self._shared.state is _State.CLOSED
 
     # -- allocations -------------------------------------------------------
 
@@ -145,8 +217,8 @@ class CoinAllocator(AsyncClosing):
 
         Raises:
             InvalidInputError: before anything is sent.
-            APIError: EnKash refused it (non-zero ``response_code``); final.
-            HTTPStatusError, TransportError, ResponseDecodeError: see ``outcome_unknown``.
+            APIError: EnKash refused it (non-zero ``response_code``); check ``outcome_unknown``.
+            HTTPStatusError, TransportError, ResponseDecodeError, TokenError: see ``outcome_unknown``.
         """
         request = AllocationRequest(
             user_id=user_id, event=event, request_id=request_id, company_id=company_id
@@ -164,7 +236,11 @@ class CoinAllocator(AsyncClosing):
             return request
         request_id = request.request_id
         if request_id is None:
-            request_id = check_text("generated request_id", self._new_id(), is_id=True)
+            try:
+                made = self._new_id()
+            except Exception as error:  # the caller's factory: report it, never let it escape raw
+                raise InvalidInputError(f"request_id_factory failed: {type(error).__name__}: {error}") from None
+            request_id = check_text("generated request_id", made, is_id=True)
         return request.with_defaults(company_id=company_id, request_id=request_id)
 
     async def allocate_request(self, request: AllocationRequest) -> Allocation:
@@ -173,7 +249,7 @@ class CoinAllocator(AsyncClosing):
             raise InvalidInputError(f"expected an AllocationRequest, not {type(request).__name__}")
         request = self.resolve(request)
         envelope = await self._call(
-            "allocate", "POST", ALLOCATE_PATH, body=_dumps(self._unstructure_allocation(request)),
+            "allocate", "POST", ALLOCATE, body=_dumps(self._unstructure_allocation(request)),
             request_id=request.request_id, mutating=True,
         )
         payload = envelope.payload
@@ -201,11 +277,12 @@ class CoinAllocator(AsyncClosing):
         ``requests`` (an iterable or async iterable of :class:`AllocationRequest` or
         mappings with the same keys) is consumed lazily by ``concurrency`` workers:
         at most that many requests are in flight and memory stays flat for any input
-        size. The run stops early on an :class:`AuthenticationError` or after
-        ``stop_after_unknown`` unknown outcomes in a row; the rest of the input is then
-        yielded as ``not_attempted``. ``on_item`` is called with every item the moment
-        its outcome is known, including in-flight items (as ``unknown``) when the run
-        is cancelled: hook a journal there.
+        size. The run stops early on credentials, token, TLS or permission failures,
+        or after ``stop_after_unknown`` items in a row that ended unknown or could not
+        be sent; the rest of the input is then yielded as ``not_attempted`` (error:
+        :class:`RunStoppedError`). ``on_item`` is called with every item the moment its
+        outcome is known, including in-flight items (as ``unknown``) when the run is
+        cancelled: hook a journal there.
         """
         return _bulk.allocate_stream(self, requests, concurrency=concurrency,
                                      stop_after_unknown=stop_after_unknown, on_item=on_item)
@@ -244,15 +321,15 @@ class CoinAllocator(AsyncClosing):
             amount=check_amount(amount),
         )
         envelope = await self._call(
-            "create_event", "POST", CREATE_EVENT_PATH,
+            "create_event", "POST", CREATE_EVENT,
             body=_dumps(self._conv.unstructure(body)), mutating=True, idempotent=False,
         )
-        return self._coin_event(envelope)
+        return self._coin_event(envelope, applied=True)
 
     async def get_event(self, coin_config_id: str) -> CoinEvent:
         """Read one event configuration by the ``coin_config_id`` create returned."""
-        path = EVENT_PATH + _segment("coin_config_id", coin_config_id)
-        return self._coin_event(await self._call("get_event", "GET", path))
+        path = EVENT + _segment("coin_config_id", coin_config_id)
+        return self._coin_event(await self._call("get_event", "GET", path), applied=False)
 
     async def update_event(
         self,
@@ -267,7 +344,7 @@ class CoinAllocator(AsyncClosing):
 
         Retried like a GET: it sets absolute values, so a replay changes nothing more.
         """
-        path = EVENT_PATH + _segment("coin_config_id", coin_config_id)
+        path = EVENT + _segment("coin_config_id", coin_config_id)
         body = UpdateEventBody(
             amount=None if amount is None else check_amount(amount),
             configuration=None if configuration is None else Configuration.parse(configuration),
@@ -278,16 +355,16 @@ class CoinAllocator(AsyncClosing):
         if not fields:
             raise InvalidInputError("update_event needs at least one of amount, configuration, company_id, event")
         envelope = await self._call("update_event", "PATCH", path, body=_dumps(fields), mutating=True)
-        return self._coin_event(envelope)
+        return self._coin_event(envelope, applied=True)
 
     async def get_balance(self, *, user_id: str) -> int:
         """The user's coin balance."""
         check_text("user_id", user_id, is_id=True)
-        path = f"{BALANCE_PATH}?{urllib.parse.urlencode({'userId': user_id})}"
+        path = f"{BALANCE}?{urllib.parse.urlencode({'userId': user_id})}"
         payload = (await self._call("get_balance", "GET", path)).payload
         if isinstance(payload, bool) or not isinstance(payload, int):
             raise ResponseDecodeError(
-                f"balance payload is {type(payload).__name__}, expected an integer"
+                f"balance payload is {type(payload).__name__}, expected an integer", sent=True
             )
         return payload
 
@@ -302,12 +379,13 @@ class CoinAllocator(AsyncClosing):
             )
         return self.company_id
 
-    def _coin_event(self, envelope: Envelope) -> CoinEvent:
+    def _coin_event(self, envelope: Envelope, *, applied: bool) -> CoinEvent:
         try:
             return self._conv.structure(envelope.payload, CoinEvent)
         except (cattrs.BaseValidationError, ValueError, TypeError, KeyError, AttributeError):
+            done = " (EnKash answered success: the change was made)" if applied else ""
             raise ResponseDecodeError(
-                "event payload is not {coinConfigId, configuration, event, amount}"
+                f"event payload is not a valid {{coinConfigId, configuration, event, amount}}{done}", sent=True
             ) from None
 
     async def _call(
@@ -321,20 +399,22 @@ class CoinAllocator(AsyncClosing):
         mutating: bool = False,
         idempotent: bool = True,
     ) -> Envelope:
-        if self._state is _State.CLOSED:
+        shared = self._shared
+        if shared.state is _State.CLOSED:
             raise ClientClosedError("this CoinAllocator is closed; build a new one", request_id=request_id)
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
+        if shared.loop is not loop:
             self._bind(loop, request_id)
-        request = Request(method, path, _JSON_HEADERS if body else _ACCEPT, body)
+        request = Request(method, path, _JSON_HEADERS if body else _ACCEPT, body, self._timeout)
         call = Call(operation, request_id, mutating=mutating, idempotent=idempotent)
-        return await run(call, functools.partial(self._attempt, request), self.retry, self.retry_budget,
+        return await run(call, functools.partial(self._attempt, request), self.retry, shared.budget,
                          self._on_retry)
 
     def _bind(self, loop: asyncio.AbstractEventLoop, request_id: str | None) -> None:
         """Tie the allocator to the first loop it runs on; refuse any other."""
-        if self._loop is None:
-            self._loop = loop
+        shared = self._shared
+        if shared.loop is None:
+            shared.loop = loop
             return
         raise WrongEventLoopError(
             "this CoinAllocator was first used on another event loop (perhaps one that is closed now, "
@@ -345,18 +425,21 @@ class CoinAllocator(AsyncClosing):
 
     def _with_token(self, request: Request, token: str) -> Request:
         """The request with its bearer header; the two header sets are built once per token."""
-        cached = self._headers
+        shared = self._shared
+        cached = shared.headers
         if cached is None or cached[0] != token:
             bearer = f"Bearer {token}"
-            cached = self._headers = (token, {**_JSON_HEADERS, "Authorization": bearer},
-                                      {**_ACCEPT, "Authorization": bearer})
+            cached = shared.headers = (token, {**_JSON_HEADERS, "Authorization": bearer},
+                                       {**_ACCEPT, "Authorization": bearer})
         if request.headers is _JSON_HEADERS:
             headers = cached[1]
         elif request.headers is _ACCEPT:
             headers = cached[2]
         else:  # not one of the two shared sets: merge instead of guessing
             headers = {**request.headers, "Authorization": f"Bearer {token}"}
-        return Request(request.method, request.path, headers, request.content)
+        if self._extra:
+            headers = {**self._extra, **headers}
+        return Request(request.method, request.path, headers, request.content, request.timeout)
 
     async def _token(self) -> str:
         try:

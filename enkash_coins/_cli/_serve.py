@@ -36,6 +36,10 @@ def add_parser(commands: Any) -> None:
                         f"(kinds: {' '.join(KINDS)}; also latency, latency_jitter, hang_seconds, "
                         "routes=allocate+balance, plan=drop_after+gateway_404 for the first attempts of each request)")
     p.add_argument("--token-ttl", type=float, default=300.0, help="lifetime of issued tokens (s)")
+    p.add_argument("--rate-limit", type=float, metavar="PER_SECOND",
+                   help="answer 429 with a truthful Retry-After above this many coin API requests per second")
+    p.add_argument("--request-log", type=int, default=100_000, metavar="N",
+                   help="keep the last N requests for /_fake/requests (default 100000; older ones drop off)")
     p.set_defaults(run=run)
 
 
@@ -57,7 +61,8 @@ def load_seed(path: Path) -> list[dict[str, Any]]:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    fake = FakeEnKash(token_ttl=args.token_ttl, faults=Faults.parse(args.faults))
+    fake = FakeEnKash(token_ttl=args.token_ttl, faults=Faults.parse(args.faults), rate_limit=args.rate_limit,
+                      request_log=args.request_log)
     for ev in load_seed(args.seed) if args.seed else []:
         fake.add_event(ev["event"], ev["amount"], company_id=ev["company_id"],
                        configuration=ev.get("configuration", "DEFAULT"))
@@ -72,7 +77,8 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"  password grant: username={fake.username} password=demo-password "
               f"client_id={fake.client_id} client_secret=demo-secret", flush=True)
         print(f"  ready-made bearer token (24 h): {token}", flush=True)
-        print(f"  events: {len(fake.events)}; faults: {args.faults or 'none'}", flush=True)
+        limit = f"; rate limit: {args.rate_limit:g}/s" if args.rate_limit else ""
+        print(f"  events: {len(fake.events)}; faults: {args.faults or 'none'}{limit}", flush=True)
         print(f"  inspect: {server.base_url}/_fake/ledger  {server.base_url}/_fake/requests", flush=True)
         print("Stop with Ctrl-C or SIGTERM.", flush=True)
         await stop.wait()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import itertools
 import json
+import math
 import secrets
 import time
 import urllib.parse
@@ -21,12 +23,15 @@ from typing import Any
 
 import attrs
 
+from .. import _routes as routes
+from .._exceptions import InvalidInputError
 from .._transports import Request, Response
 from ._faults import Dropped, Faults
 
 __all__ = ["FakeEnKash", "LedgerEntry", "LoggedRequest"]
 
 _JSON = {"content-type": "application/json"}
+_METHODS = {"allocate": "POST", "create_event": "POST", "balance": "GET", "get_event": "GET", "update_event": "PATCH"}
 _CONFIGURATIONS = ("DEFAULT", "CUSTOM")
 LOCK_AFTER = 3  # consecutive failed token requests that lock the account
 
@@ -65,35 +70,23 @@ class _Parsed:
     body: Any
     bad_json: bool
     key: Any  # its requestId for an allocation, else the request's bytes
+    route: str | None  # the route's name (see _routes), None for no route
 
 
 def _parse(request: Request) -> _Parsed:
     split = urllib.parse.urlsplit(request.path)
+    route = routes.name_of(request.method, split.path)
     body: Any = None
     bad_json = False
-    if request.content and not split.path.endswith("/oauth/token"):
+    if request.content and route != "token":
         try:
             body = json.loads(request.content)
         except ValueError:
             bad_json = True
-    rid = body.get("requestId") if isinstance(body, dict) and split.path.endswith("/allocate-coin") else None
+    rid = body.get("requestId") if isinstance(body, dict) and route == "allocate" else None
     key = ("allocate", rid) if isinstance(rid, str) else (request.method, request.path, request.content)
     return _Parsed(request.method.upper(), split.path, dict(urllib.parse.parse_qsl(split.query)),
-                   body, bad_json, key)
-
-
-def route_of(request: Request) -> str:
-    """The fault-injection route name of a request."""
-    path = request.path.split("?", 1)[0]
-    if path.endswith("/oauth/token"):
-        return "token"
-    if path.endswith("/allocate-coin"):
-        return "allocate"
-    if path.endswith("/create-coins-config"):
-        return "create_event"
-    if path.endswith("/balance"):
-        return "balance"
-    return "update_event" if request.method.upper() == "PATCH" else "get_event"
+                   body, bad_json, key, route)
 
 
 def _envelope(code: int, message: str, payload: Any, status: int = 200) -> Response:
@@ -103,6 +96,11 @@ def _envelope(code: int, message: str, payload: Any, status: int = 200) -> Respo
 
 def _failure(message: str, status: int = 200) -> Response:
     return _envelope(1, message, message, status)
+
+
+def _rate_limited(wait: float) -> Response:
+    body = {"payload": "Too many requests", "response_code": 429, "response_message": "Too many requests"}
+    return Response(429, {**_JSON, "retry-after": str(max(1, math.ceil(wait)))}, json.dumps(body).encode())
 
 
 def _oauth_error(status: int, error: str, description: str) -> Response:
@@ -119,8 +117,11 @@ class FakeEnKash:
     * Events must be configured before allocations; each allocation credits the
       event's ``amount``; a repeated requestId with the same body is replayed
       without crediting again; the same requestId with another body is refused.
-    * What tests assert on: :attr:`ledger`, :meth:`balance`, :attr:`requests`,
-      :attr:`token_requests`.
+    * ``rate_limit``: coin API requests per second (a token bucket holding one
+      second's worth); above it, 429 with a truthful ``Retry-After``, nothing applied.
+    * What tests assert on: :attr:`ledger`, :meth:`balance`, :attr:`requests` (the
+      last ``request_log`` requests; older ones drop off, so a long session stays
+      flat), :attr:`token_requests`.
     """
 
     def __init__(
@@ -132,9 +133,18 @@ class FakeEnKash:
         client_secret: str = "demo-secret",
         token_ttl: float = 300.0,
         faults: Faults | None = None,
+        rate_limit: float | None = None,
+        request_log: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if rate_limit is not None and (isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float))
+                                       or not 0 < rate_limit < math.inf):
+            raise InvalidInputError(f"rate_limit must be requests per second > 0, or None; not {rate_limit!r}")
+        if isinstance(request_log, bool) or not isinstance(request_log, int) or request_log < 0:
+            raise InvalidInputError(f"request_log must be an integer >= 0, not {request_log!r}")
         self.faults = faults or Faults()
+        self.rate_limit = rate_limit
+        self._bucket = (float(rate_limit or 0), clock())  # (tokens, when)
         self.username, self.client_id = username, client_id
         self._password, self._client_secret = password, client_secret
         self.token_ttl = token_ttl
@@ -147,8 +157,9 @@ class FakeEnKash:
         self.events: dict[str, dict[str, Any]] = {}
         self.ledger: dict[str, LedgerEntry] = {}
         self.balances: dict[str, int] = {}
-        self.requests: list[LoggedRequest] = []
-        self._seen: dict[Any, int] = {}
+        self.requests: collections.deque[LoggedRequest] = collections.deque(maxlen=request_log)
+        self._seen: dict[Any, int] = {}  # attempts per requestId (allocations)
+        self._seen_other: collections.OrderedDict[Any, int] = collections.OrderedDict()  # others, bounded
         self._ids = itertools.count(1)
 
     def __repr__(self) -> str:
@@ -197,11 +208,16 @@ class FakeEnKash:
         """
         faults = self.faults
         parsed = _parse(request)
-        attempt = self._seen.get(parsed.key, 0) + 1
+        if self.rate_limit is not None and parsed.route not in (None, "token"):
+            wait = self._take()
+            if wait:
+                self._log(parsed, 429, None, "rate_limited")
+                return _rate_limited(wait)
+        attempt = self._attempts(parsed.key) + 1
         delay = faults.delay(parsed.key, attempt)
         if delay:
             await asyncio.sleep(delay)
-        fault = faults.pick(route_of(request), parsed.key, attempt)
+        fault = None if parsed.route is None else faults.pick(parsed.route, parsed.key, attempt)
         if fault is None:
             return self._answer(request, parsed)
         if fault == "drop_after":
@@ -225,8 +241,30 @@ class FakeEnKash:
         self._log(parsed, response.status, logged_body, fault)
         return response
 
+    def _take(self) -> float:
+        """Take one request from the rate bucket; seconds to wait if it is empty, else 0."""
+        assert self.rate_limit is not None
+        tokens, then = self._bucket
+        now = self._clock()
+        tokens = min(self.rate_limit, tokens + (now - then) * self.rate_limit)
+        if tokens >= 1:
+            self._bucket = (tokens - 1, now)
+            return 0.0
+        self._bucket = (tokens, now)
+        return (1 - tokens) / self.rate_limit
+
+    def _attempts(self, key: Any) -> int:
+        seen = self._seen if key[0] == "allocate" else self._seen_other
+        return seen.get(key, 0)
+
     def _log(self, parsed: _Parsed, status: int, body: Any, fault: str | None) -> None:
-        seen = self._seen[parsed.key] = self._seen.get(parsed.key, 0) + 1
+        key = parsed.key
+        if key[0] == "allocate":
+            seen = self._seen[key] = self._seen.get(key, 0) + 1
+        else:
+            seen = self._seen_other[key] = self._seen_other.pop(key, 0) + 1
+            if len(self._seen_other) > max(self.requests.maxlen or 0, 1_000):
+                self._seen_other.popitem(last=False)
         self.requests.append(LoggedRequest(
             method=parsed.method, path=parsed.path, query=parsed.query, body=body,
             status=status, attempt=seen, fault=fault,
@@ -234,35 +272,32 @@ class FakeEnKash:
 
     def _route(self, request: Request, parsed: _Parsed) -> tuple[Response, Any]:
         """The response, and the body to log (never credentials)."""
-        path, method, body = parsed.path, parsed.method, parsed.body
-        if path == "/oauth/token":
+        route, method, body = parsed.route, parsed.method, parsed.body
+        if route == "token":
             if method != "POST":
                 return _failure("Method not allowed", 405), None
             return self._token(request), "<form redacted>"
-        if not path.startswith("/api/v0/"):
+        if route is None:
             return _failure("Not found", 404), None
         if parsed.bad_json:
             return _failure("Malformed JSON body", 400), None
         if not self._authorized(request):
             return _oauth_error(401, "invalid_token", "Invalid or expired access token"), body
-        if path == "/api/v0/enkash-coins/allocate-coin" and method == "POST":
+        if method != _METHODS[route]:
+            return _failure("Method not allowed", 405), body
+        if route == "allocate":
             return self._allocate(body), body
-        if path == "/api/v0/enkash-coins/create-coins-config" and method == "POST":
+        if route == "create_event":
             return self._create(body), body
-        if path == "/api/v0/coins/balance" and method == "GET":
+        if route == "balance":
             user = parsed.query.get("userId")
             if not user:
                 return _failure("userId is required", 400), body
             return _envelope(0, "Success", self.balance(user)), body
-        prefix = "/api/v0/enkash-coins/"
-        if path.startswith(prefix) and "/" not in path[len(prefix):]:
-            config_id = urllib.parse.unquote(path[len(prefix):])
-            if method == "GET":
-                return self._get(config_id), body
-            if method == "PATCH":
-                return self._update(config_id, body), body
-            return _failure("Method not allowed", 405), body
-        return _failure("Not found", 404), body
+        config_id = urllib.parse.unquote(parsed.path[len(routes.EVENT):])
+        if route == "get_event":
+            return self._get(config_id), body
+        return self._update(config_id, body), body
 
     def _token(self, request: Request) -> Response:
         self.token_requests += 1

@@ -13,12 +13,10 @@ from typing import Any
 import attrs
 
 from .._exceptions import InvalidInputError
+from .._routes import NAMES
 from .._transports import Response
 
-__all__ = ["ROUTES", "Dropped", "Faults"]
-
-#: Route names a fault can be limited to.
-ROUTES = frozenset({"token", "allocate", "create_event", "get_event", "update_event", "balance"})
+__all__ = ["KINDS", "Dropped", "Faults"]
 #: Fault kinds, in the order their probabilities are stacked.
 KINDS = ("rate_limit", "server_error", "bad_gateway", "unavailable", "hang",
          "drop_before", "drop_after", "gateway_400", "gateway_404", "forbidden")
@@ -50,8 +48,8 @@ def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -
 
 
 def _routes(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not (isinstance(value, frozenset) and value <= ROUTES):
-        raise InvalidInputError(f"routes must be a subset of {sorted(ROUTES)}, not {value!r}")
+    if value is not None and not (isinstance(value, frozenset) and value <= NAMES):
+        raise InvalidInputError(f"routes must be a subset of {sorted(NAMES)}, not {value!r}")
 
 
 def _plan(instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
@@ -87,7 +85,7 @@ class Faults:
             is a fault kind or ``"ok"``.
         latency, latency_jitter: every request waits ``latency`` plus up to
             ``latency_jitter`` seconds.
-        routes: limit faults (not latency) to these routes (see ``ROUTES``).
+        routes: limit faults (not latency) to these routes (see ``_routes.NAMES``).
         seed: makes every fate reproducible.
     """
 

@@ -51,10 +51,10 @@ class InMemoryTransport(AsyncClosing):
         if request.path.startswith(("https://", "http://")):  # a token_url on another host
             split = urllib.parse.urlsplit(request.path)
             path = split.path + (f"?{split.query}" if split.query else "")
-            request = Request(request.method, path, request.headers, request.content)
+            request = Request(request.method, path, request.headers, request.content, request.timeout)
         where = f"{request.method} {request.path.split('?')[0]}"
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(request.timeout if request.timeout is not None else self._timeout):
                 return await self.fake.handle(request)
         except TimeoutError:
             raise RequestTimeoutError(f"no answer in time for {where}") from None
