@@ -27,6 +27,7 @@ from ._exceptions import (
     WrongEventLoopError,
 )
 from ._models import Allocation, AllocationRequest
+from ._pace import Pacer
 from ._retry import is_refusal
 
 if TYPE_CHECKING:
@@ -264,7 +265,13 @@ async def allocate_stream(
     concurrency: int = 32,
     stop_after_unknown: int = 20,
     on_item: Callable[[BulkItem], object] | None = None,
+    rate: float | None = None,
+    max_pause: float = 60.0,
+    pacer: Pacer | None = None,
 ) -> AsyncGenerator[BulkItem, None]:
+    """See :meth:`CoinAllocator.allocate_stream`; ``pacer`` lets the CLI watch the pace it set."""
+    if pacer is None:
+        pacer = Pacer(rate, max_pause=max_pause)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
         raise InvalidInputError(f"concurrency must be an integer from 1 to 10000, not {concurrency!r}")
     if isinstance(stop_after_unknown, bool) or not isinstance(stop_after_unknown, int) or stop_after_unknown < 1:
@@ -284,7 +291,7 @@ async def allocate_stream(
         if isinstance(request, BulkItem):
             return request
         try:
-            allocation = await coins.allocate_request(request)
+            allocation = await coins._allocate(request, pacer)
         except asyncio.CancelledError:
             cancelled = _InFlightCancelled("bulk run cancelled while this allocation was in flight",
                                            request_id=request.request_id, outcome_unknown=True, sent=True)
@@ -351,10 +358,12 @@ async def allocate_many(
     concurrency: int = 32,
     stop_after_unknown: int = 20,
     on_item: Callable[[BulkItem], object] | None = None,
+    rate: float | None = None,
+    max_pause: float = 60.0,
 ) -> BulkResult:
     items: list[BulkItem] = []
-    stream = allocate_stream(coins, requests, concurrency=concurrency,
-                             stop_after_unknown=stop_after_unknown, on_item=on_item)
+    stream = allocate_stream(coins, requests, concurrency=concurrency, stop_after_unknown=stop_after_unknown,
+                             on_item=on_item, rate=rate, max_pause=max_pause)
     stop_reason = None
     async for item in stream:
         items.append(item)

@@ -40,6 +40,7 @@ from ._models import (
     check_headers,
     check_text,
 )
+from ._pace import Pacer
 from ._response import check_response
 from ._retry import Call, RetryBudget, RetryEvent, RetryPolicy, may_have_applied, run
 from ._routes import ALLOCATE, BALANCE, CREATE_EVENT, EVENT
@@ -247,10 +248,13 @@ class CoinAllocator(AsyncClosing):
         """Send one :class:`AllocationRequest` (see :meth:`allocate`)."""
         if not isinstance(request, AllocationRequest):
             raise InvalidInputError(f"expected an AllocationRequest, not {type(request).__name__}")
-        request = self.resolve(request)
+        return await self._allocate(self.resolve(request), None)
+
+    async def _allocate(self, request: AllocationRequest, pacer: Pacer | None) -> Allocation:
+        """Send a resolved request; bulk runs pass their :class:`Pacer`."""
         envelope = await self._call(
             "allocate", "POST", ALLOCATE, body=_dumps(self._unstructure_allocation(request)),
-            request_id=request.request_id, mutating=True,
+            request_id=request.request_id, mutating=True, pacer=pacer,
         )
         payload = envelope.payload
         assert request.request_id is not None and request.company_id is not None
@@ -271,6 +275,8 @@ class CoinAllocator(AsyncClosing):
         concurrency: int = 32,
         stop_after_unknown: int = 20,
         on_item: Callable[[BulkItem], object] | None = None,
+        rate: float | None = None,
+        max_pause: float = 60.0,
     ) -> AsyncGenerator[BulkItem, None]:
         """Allocate many, yielding each :class:`BulkItem` as it finishes.
 
@@ -283,9 +289,15 @@ class CoinAllocator(AsyncClosing):
         :class:`RunStoppedError`). ``on_item`` is called with every item the moment its
         outcome is known, including in-flight items (as ``unknown``) when the run is
         cancelled: hook a journal there.
+
+        ``rate`` caps the requests started per second across all workers (None: no
+        cap). Whatever the cap, a 429 pauses the whole run for the server's
+        ``Retry-After`` (at most ``max_pause`` seconds), then the run goes on at a
+        lower rate and speeds up again while calls succeed; the items that met the
+        429 are retried after the pause with the same requestId.
         """
-        return _bulk.allocate_stream(self, requests, concurrency=concurrency,
-                                     stop_after_unknown=stop_after_unknown, on_item=on_item)
+        return _bulk.allocate_stream(self, requests, concurrency=concurrency, stop_after_unknown=stop_after_unknown,
+                                     on_item=on_item, rate=rate, max_pause=max_pause)
 
     async def allocate_many(
         self,
@@ -294,10 +306,12 @@ class CoinAllocator(AsyncClosing):
         concurrency: int = 32,
         stop_after_unknown: int = 20,
         on_item: Callable[[BulkItem], object] | None = None,
+        rate: float | None = None,
+        max_pause: float = 60.0,
     ) -> BulkResult:
         """Allocate many and return a :class:`BulkResult` in input order (see :meth:`allocate_stream`)."""
-        return await _bulk.allocate_many(self, requests, concurrency=concurrency,
-                                         stop_after_unknown=stop_after_unknown, on_item=on_item)
+        return await _bulk.allocate_many(self, requests, concurrency=concurrency, stop_after_unknown=stop_after_unknown,
+                                         on_item=on_item, rate=rate, max_pause=max_pause)
 
     # -- events and balances ----------------------------------------------
 
@@ -398,6 +412,7 @@ class CoinAllocator(AsyncClosing):
         request_id: str | None = None,
         mutating: bool = False,
         idempotent: bool = True,
+        pacer: Pacer | None = None,
     ) -> Envelope:
         shared = self._shared
         if shared.state is _State.CLOSED:
@@ -408,7 +423,7 @@ class CoinAllocator(AsyncClosing):
         request = Request(method, path, _JSON_HEADERS if body else _ACCEPT, body, self._timeout)
         call = Call(operation, request_id, mutating=mutating, idempotent=idempotent)
         return await run(call, functools.partial(self._attempt, request), self.retry, shared.budget,
-                         self._on_retry)
+                         self._on_retry, pacer)
 
     def _bind(self, loop: asyncio.AbstractEventLoop, request_id: str | None) -> None:
         """Tie the allocator to the first loop it runs on; refuse any other."""

@@ -37,8 +37,12 @@ from ._exceptions import (
     TokenError,
     WrongEventLoopError,
 )
+from ._pace import Pacer
 
 __all__ = ["RetryBudget", "RetryEvent", "RetryPolicy"]
+
+#: How many 429s one call of a bulk run waits out before it gives up (as not attempted).
+MAX_THROTTLED = 20
 
 log = logging.getLogger("enkash_coins")
 T = TypeVar("T")
@@ -199,7 +203,7 @@ class Call:
     """What one logical call remembers across its attempts (never shared)."""
 
     __slots__ = ("attempts", "idempotent", "maybe_applied", "mutating", "operation", "reached", "request_id",
-                 "sending", "spent", "started")
+                 "sending", "spent", "started", "throttled")
 
     def __init__(self, operation: str, request_id: str | None, *, mutating: bool, idempotent: bool) -> None:
         self.operation = operation
@@ -211,6 +215,7 @@ class Call:
         self.reached = False  # some attempt's request left this machine
         self.maybe_applied = False
         self.spent = 0
+        self.throttled = 0  # attempts answered 429 and retried after a bulk run's pause
         self.started = time.monotonic()
 
     def finish(self, error: EnKashError, *, budget_exhausted: bool = False) -> EnKashError:
@@ -237,12 +242,19 @@ async def run(
     policy: RetryPolicy,
     budget: RetryBudget | None,
     on_retry: Callable[[RetryEvent], object] | None,
+    pacer: Pacer | None = None,
 ) -> T:
-    """Run ``attempt(call)`` until it succeeds or a rule says stop; raise the finished error."""
+    """Run ``attempt(call)`` until it succeeds or a rule says stop; raise the finished error.
+
+    With a ``pacer`` (bulk runs), each attempt waits for its turn, and a 429 pauses
+    the whole run and is retried after the pause, outside ``max_attempts``,
+    ``max_time`` and the budget (at most ``MAX_THROTTLED`` times a call).
+    """
     waits: Iterator[float] | None = None
     deadline = call.started + policy.max_time
     callback_failed = False
     while True:
+        started = await pacer.start() if pacer is not None else 0.0
         call.attempts += 1
         call.sending = False
         try:
@@ -253,9 +265,15 @@ async def run(
                 call.reached = True
             if may_have_applied(error, sent=sent):
                 call.maybe_applied = True
+            if pacer is not None and isinstance(error, RateLimitError) and call.throttled < MAX_THROTTLED:
+                call.throttled += 1
+                deadline += pacer.throttled(started, error.retry_after)
+                continue
             wait: float | None = None
             exhausted = False
-            if call.attempts < policy.max_attempts and may_retry(error, sent=sent, idempotent=call.idempotent):
+            if call.attempts - call.throttled < policy.max_attempts and may_retry(
+                error, sent=sent, idempotent=call.idempotent
+            ):
                 retry_after = getattr(error, "retry_after", None)
                 if retry_after is None:
                     if waits is None:
@@ -290,4 +308,6 @@ async def run(
         else:
             if budget is not None:
                 budget.refund(call.spent or 1)
+            if pacer is not None:
+                pacer.succeeded()
             return result

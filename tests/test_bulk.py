@@ -161,6 +161,13 @@ async def test_bulk_rejects_a_non_iterable(coins: CoinAllocator) -> None:
         await coins.allocate_many({"user_id": "U", "event": "E"})  # type: ignore[arg-type]
 
 
+def test_derived_request_ids_never_change_between_versions() -> None:
+    """A journal written by an earlier version resumes with the same ids: these values are pinned."""
+    assert derive_request_id("DIWALI_2026", "CO", "U0000001", "DIWALI_BONUS") == "DIWALI2026_6YSRHE5CZJPBVZAF7746BYC7BM"
+    assert derive_request_id("c", 1) == "C_UDOALOCI5TYJJGYWVEUO47QZVW"
+    assert derive_request_id("diwali sale ✨", "x\udc80") == "DIWALISALE_YXWQMYCEOBGBEVF7ZZJJGSQA5M"
+
+
 def test_derived_request_ids_are_stable_distinct_and_url_safe() -> None:
     a = derive_request_id("DIWALI_2026", "U1", "REFERRAL_EVENT")
     assert a == derive_request_id("DIWALI_2026", "U1", "REFERRAL_EVENT")

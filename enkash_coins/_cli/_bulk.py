@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -16,11 +17,12 @@ from typing import Any
 
 import attrs
 
-from .._bulk import BulkItem, Outcome, RunStoppedError
+from .._bulk import BulkItem, Outcome, RunStoppedError, allocate_stream
 from .._client import CoinAllocator
 from .._converter import converter
 from .._exceptions import InvalidInputError, NotFoundError
 from .._models import AllocationRequest
+from .._pace import Pacer
 from . import _exit
 from ._config import ConfigError, Connection, add_connection_flags, company_from, connect, env_default, from_env
 from ._input import InputRow, Problem, read_input
@@ -59,6 +61,11 @@ def add_parser(commands: Any) -> None:
                    help="resend rows EnKash refused (never maybe-applied ones), each with a NEW requestId")
     p.add_argument("--coin-config", action="append", default=[], metavar="ID",
                    help="a coinConfigId whose amount to show in the summary's coins column (repeatable)")
+    p.add_argument("--rate", metavar="PER_SECOND",
+                   help=env_default("the most requests started per second (default: no limit; a 429 from EnKash "
+                                    "always pauses the run and lowers the rate)", "ENKASH_RATE"))
+    p.add_argument("--max-pause", metavar="SECONDS",
+                   help="the longest pause a 429's Retry-After can impose on the run (default 60)")
     p.add_argument("--stop-after-unknown", metavar="N",
                    help="stop after this many unknown or unsendable outcomes in a row (default 20)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line or notes; summary and errors only")
@@ -80,6 +87,8 @@ class BulkOptions:
     dry_run: bool = False
     retry_failed: bool = False
     stop_after_unknown: int = 20
+    rate: float | None = None
+    max_pause: float = 60.0
     coin_configs: tuple[str, ...] = ()
     amounts: Mapping[str, int] = attrs.field(factory=dict)  # event -> coins, when known (the demo)
 
@@ -98,6 +107,10 @@ class BulkOptions:
             retry_failed=args.retry_failed,
             stop_after_unknown=from_env(args.stop_after_unknown, {}, "", "--stop-after-unknown", int, 20,
                                         lambda n: n >= 1, "an integer >= 1"),
+            rate=from_env(args.rate, env, "ENKASH_RATE", "--rate", float, None,
+                          lambda r: r is None or 0 < r < math.inf, "requests per second > 0"),
+            max_pause=from_env(args.max_pause, {}, "", "--max-pause", float, 60.0,
+                               lambda r: 0 <= r < math.inf, "seconds >= 0"),
             coin_configs=tuple(args.coin_config),
         )
 
@@ -143,8 +156,9 @@ def _requests(rows: Iterator[Any]) -> Iterator[AllocationRequest]:
                                 request_id=row.request_id)
 
 
-async def _refresh(reporter: Reporter) -> None:
+async def _refresh(reporter: Reporter, pacer: Pacer) -> None:
     while True:
+        reporter.status = pacer.status()
         reporter.refresh()
         await asyncio.sleep(REFRESH)
 
@@ -171,10 +185,11 @@ async def _send(coins: CoinAllocator, journal: Journal, options: BulkOptions, re
             state.setup_error = item.error
 
     reporter.start(journal.to_send())
-    refresher = asyncio.create_task(_refresh(reporter))
-    stream = coins.allocate_stream(_requests(journal.pages(lambda: state.stopping)),
-                                   concurrency=options.concurrency,
-                                   stop_after_unknown=options.stop_after_unknown, on_item=on_item)
+    pacer = Pacer(options.rate, max_pause=options.max_pause)
+    refresher = asyncio.create_task(_refresh(reporter, pacer))
+    stream = allocate_stream(coins, _requests(journal.pages(lambda: state.stopping)),
+                             concurrency=options.concurrency, stop_after_unknown=options.stop_after_unknown,
+                             on_item=on_item, pacer=pacer)
     try:
         async with contextlib.aclosing(stream):
             async for _ in stream:
@@ -217,7 +232,7 @@ def _dry_run(options: BulkOptions, reporter: Reporter) -> int:
     with Journal.scratch() as scratch:
         campaign = options.campaign
         report = scratch.load(keep(read_input(options.file, campaign=campaign, company_id=options.company_id)),
-                              problems, campaign=campaign, source=str(options.file))
+                              problems, campaign=campaign, source=str(options.file), merge=False)
     if report is None:
         raise problems.error()
     reporter.warn(f"{report.rows:,} row(s) are valid. Nothing was sent (--dry-run). First requests:")

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import attrs
 
 from .._exceptions import InvalidInputError
-from .._ids import derive_request_id
+from .._ids import derive_row_id
 from .._models import check_text
 
 __all__ = ["COLUMNS", "InputRow", "Problem", "read_input"]
@@ -167,7 +167,7 @@ def _row(line: int, record: Mapping[str, Any], *, campaign: str | None, company_
         elif campaign is None:
             return Problem(line, "no request_id: add the column, or pass --campaign to derive ids")
         else:
-            request_id = derive_request_id(campaign, company, user_id, event)
+            request_id = derive_row_id(campaign, company, user_id, event)
     except InvalidInputError as exc:
         return Problem(line, exc.message)
     return InputRow(line=line, company_id=company, user_id=user_id, event=event, given_id=given,

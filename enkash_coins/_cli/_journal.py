@@ -284,12 +284,13 @@ class Journal:
     # -- loading the input -------------------------------------------------------
 
     def load(self, rows: Iterable[InputRow | Problem], problem: Callable[[Problem], None], *,
-             campaign: str | None, source: str) -> LoadReport | None:
+             campaign: str | None, source: str, merge: bool = True) -> LoadReport | None:
         """Validate ``rows`` into the journal; None (and nothing changed) if any is bad.
 
         Every bad row goes to ``problem`` as it is found; memory stays flat whatever
         the file's size. Duplicate requestIds, and a requestId that the journal
-        already holds for another row, are problems too. Only a wholly valid input
+        already holds for another row, are problems too. ``merge=False`` only
+        validates (``--dry-run``). Only a wholly valid input
         changes the journal: new identities are added as pending, known ones keep
         their status and requestId, missing ones stay but are no longer sent.
         """
@@ -327,7 +328,7 @@ class Journal:
         if count == 0:
             db.execute("DROP TABLE temp.input")
             raise InvalidInputError(f"{source}: no rows to send")
-        report = self._merge(count)
+        report = self._merge(count) if merge else LoadReport(rows=count, added=0, removed=0, removed_maybe_applied=0)
         db.execute("DROP TABLE temp.input")
         if campaign is not None:
             self._set(campaign=campaign)
