@@ -1,7 +1,11 @@
 """enkash-coins: the async Python SDK for crediting EnKash loyalty coins.
 
-Everything public is importable from here; the modules behind it are private.
+Everything public is importable from here; the modules behind it are private. The
+test doubles live in :mod:`enkash_coins.testing`; their names are also reachable
+from here, imported only when first used.
 """
+
+from typing import TYPE_CHECKING
 
 from ._auth import Auth, PasswordGrant, StaticToken
 from ._bulk import BulkItem, BulkResult, Outcome, RunStoppedError
@@ -26,12 +30,14 @@ from ._exceptions import (
     TransportError,
     WrongEventLoopError,
 )
-from ._fake import FakeEnKash, FakeServer, Faults, LedgerEntry, LoggedRequest
 from ._ids import derive_request_id, new_request_id
 from ._models import Allocation, AllocationRequest, CoinEvent, Configuration
 from ._retry import RetryBudget, RetryEvent, RetryPolicy
-from ._transports import AiohttpTransport, InMemoryTransport, Request, Response, Transport
+from ._transports import AiohttpTransport, Request, Response, Transport
 from ._version import __version__
+
+if TYPE_CHECKING:  # type checkers see the real classes; at run time they load on first use
+    from .testing import FakeEnKash, FakeServer, Faults, InMemoryTransport, LedgerEntry, LoggedRequest, MockTransport
 
 __all__ = [
     "APIError",
@@ -57,6 +63,7 @@ __all__ = [
     "InvalidRequestError",
     "LedgerEntry",
     "LoggedRequest",
+    "MockTransport",
     "NotFoundError",
     "Outcome",
     "PasswordGrant",
@@ -81,3 +88,16 @@ __all__ = [
     "derive_request_id",
     "new_request_id",
 ]
+
+
+#: Names that live in enkash_coins.testing, reachable here without importing it eagerly.
+_TESTING = frozenset({"FakeEnKash", "FakeServer", "Faults", "InMemoryTransport", "LedgerEntry", "LoggedRequest",
+                      "MockTransport"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _TESTING:
+        from . import testing
+
+        return getattr(testing, name)
+    raise AttributeError(f"module 'enkash_coins' has no attribute {name!r}")

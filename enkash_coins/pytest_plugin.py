@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from . import CoinAllocator, FakeEnKash, FakeServer, InMemoryTransport, RetryPolicy, StaticToken
+from . import CoinAllocator, RetryPolicy, StaticToken
+from .testing import FakeEnKash, FakeServer, InMemoryTransport
 
 __all__ = ["enkash_company_id", "enkash_fake"]
 

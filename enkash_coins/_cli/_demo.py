@@ -13,9 +13,9 @@ from typing import Any
 
 from .._auth import PasswordGrant
 from .._client import CoinAllocator
-from .._fake import FakeEnKash, FakeServer, Faults
 from .._retry import RetryPolicy
 from .._transports import AiohttpTransport
+from ..testing import FakeEnKash, FakeServer, Faults
 from ._bulk import BulkOptions, run_bulk
 from ._render import Reporter
 

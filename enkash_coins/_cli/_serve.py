@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import InvalidInputError
-from .._fake import FakeEnKash, FakeServer, Faults
-from .._fake._faults import KINDS
+from ..testing import FakeEnKash, FakeServer, Faults
+from ..testing._faults import KINDS
 
 __all__ = ["add_parser"]
 

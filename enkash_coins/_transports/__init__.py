@@ -2,6 +2,5 @@
 
 from ._aiohttp import AiohttpTransport
 from ._base import Request, Response, Transport
-from ._memory import InMemoryTransport
 
-__all__ = ["AiohttpTransport", "InMemoryTransport", "Request", "Response", "Transport"]
+__all__ = ["AiohttpTransport", "Request", "Response", "Transport"]
