@@ -275,9 +275,8 @@ class AiohttpTransport(AsyncClosing):
 
 def _translate(exc: Exception, where: str, timeout: float | None) -> EnKashError:
     what = _describe(exc)
-    if _is_encoding_error(exc):  # failed on the headers: the status was not kept
-        return ResponseDecodeError(f"the answer to {where} has a Content-Encoding that cannot be decoded "
-                                   f"here ({what})", http_status=0)
+    if _is_encoding_error(exc):  # failed while aiohttp parsed the head: it kept no status
+        return ResponseDecodeError(f"the answer to {where} could not be decoded ({what})", http_status=0)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         reason = getattr(exc.certificate_error, "verify_message", None) or what
         return TLSError(f"TLS certificate check failed for {where}: {reason}")
