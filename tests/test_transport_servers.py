@@ -137,7 +137,8 @@ def refused_url() -> Iterator[str]:
 
 @contextlib.asynccontextmanager
 async def echo_server(*, tls: bool = False) -> AsyncIterator[tuple[str, trustme.CA, list[dict[str, str]]]]:
-    """An aiohttp app: ``/echo`` answers with the request's headers (also recorded)."""
+    """An aiohttp app: ``/hang`` never answers, any other path answers with the request's headers
+    (also recorded) as an EnKash envelope's payload."""
     seen: list[dict[str, str]] = []
 
     async def echo(request: web.Request) -> web.Response:
@@ -156,8 +157,8 @@ async def echo_server(*, tls: bool = False) -> AsyncIterator[tuple[str, trustme.
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1").configure_cert(context)
     app = web.Application()
-    app.router.add_route("*", "/echo", echo)
     app.router.add_get("/hang", hang)
+    app.router.add_route("*", "/{path:.*}", echo)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
