@@ -162,7 +162,7 @@ class AiohttpTransport(AsyncClosing):
             session = self._open()
         if asyncio.get_running_loop() is not self._loop:
             self._bind()
-        if session.closed:
+        if not self._owns_session and session.closed:  # ours closes only through aclose()
             raise ClientClosedError(self._closed_message("is closed"))
         path = request.path
         url = path if path.startswith(("https://", "http://")) else self._base_url + path
@@ -195,7 +195,14 @@ class AiohttpTransport(AsyncClosing):
         raise error from None
 
     async def _read(self, resp: aiohttp.ClientResponse) -> Response:
-        """Read the body in bounded steps, stopping one byte past the cap."""
+        """Read the body in bounded steps, stopping one byte past the cap.
+
+        An uncompressed body whose Content-Length fits is read at once (aiohttp stops at
+        that length): EnKash's usual small JSON answer.
+        """
+        length = resp.content_length
+        if length is not None and length <= self._max_bytes and "Content-Encoding" not in resp.headers:
+            return Response(resp.status, resp.headers, await resp.read())
         cap, size, undecodable = self._max_bytes, 0, False
         chunks: list[bytes] = []
         content = resp.content
