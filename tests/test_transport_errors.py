@@ -101,6 +101,22 @@ async def test_a_stall_mid_body_is_a_timeout() -> None:
             await transport.send(Request("GET", "/"))
 
 
+async def test_a_tls_handshake_that_never_completes_times_out() -> None:
+    async with asyncio.timeout(20), raw_server(never_answer) as base, \
+            AiohttpTransport(base.replace("http://", "https://"), timeout=0.3) as transport:
+        with pytest.raises(RequestTimeoutError):
+            await transport.send(Request("GET", "/"))
+
+
+async def test_a_proxy_that_never_answers_times_out() -> None:
+    async with asyncio.timeout(20), raw_server(never_answer) as proxy, echo_server(tls=True) as (base, _, seen):
+        for target in (base, base.replace("https://", "http://")):  # CONNECT, then a plain forward
+            async with AiohttpTransport(target, proxy=proxy, timeout=0.3) as transport:
+                with pytest.raises(RequestTimeoutError):
+                    await transport.send(Request("GET", "/echo"))
+    assert seen == []
+
+
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), True, "1"])
 async def test_a_bad_request_timeout_is_refused_before_sending(bad: Any) -> None:
     async with asyncio.timeout(20), echo_server() as (base, _, seen), AiohttpTransport(base) as transport:
@@ -208,6 +224,35 @@ async def test_anything_aiohttp_or_a_session_raises_becomes_a_transport_error(er
             await AiohttpTransport(base, session=session).send(Request("GET", "/echo"))
     assert type(error).__name__ in str(info.value)
     assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+@pytest.mark.parametrize("error", [OSError(5, f"failed for {TOKEN}"), ValueError(TOKEN),
+                                   aiohttp.ClientResponseError(None, (), message=TOKEN)])  # type: ignore[arg-type]
+async def test_only_error_codes_not_exception_text_reach_the_message(error: BaseException) -> None:
+    async with asyncio.timeout(20), echo_server() as (base, _, _), \
+            aiohttp.ClientSession(middlewares=(failing_middleware(error),)) as session:
+        with pytest.raises(TransportError) as info:
+            await AiohttpTransport(base, session=session).send(Request("GET", "/echo"))
+    assert_no_secret(info.value)
+
+
+@pytest.mark.parametrize("request_", [
+    Request("GET", "@evil.example/x"),  # would make the base host a user name: evil.example gets the token
+    Request("GET", "evil.example/x"), Request("GET", ""), Request("GET", "?q=1"),
+    Request("GET", "/a\r\nX-Injected: 1"), Request("GET", "/a b"), Request("GET", "/é"),
+    Request("GET", b"/bytes"), Request("GET", None), Request("GET /x HTTP/1.1\r\nX: y\r\n\r\nGET", "/"),
+    Request("BREW", "/"), Request(None, "/"), Request("POST", "/", content={"a": 1}), Request("POST", "/", content="s"),
+    Request("GET", "http://uat.enkash.example/x"), Request("GET", "ftp://127.0.0.1/x"), Request("GET", "https:///x"),
+    "GET /",
+], ids=repr)
+async def test_a_malformed_request_is_refused_unsent(request_: Any) -> None:
+    async with asyncio.timeout(20), echo_server() as (base, _, seen), AiohttpTransport(base) as transport:
+        with pytest.raises(InvalidInputError) as info:
+            await transport.send(request_)
+        assert info.value.__context__ is None
+        # Absolute URLs stay possible (a token endpoint on another host): https, or http to loopback.
+        await transport.send(Request("GET", f"{base}/echo"))
+    assert len(seen) == 1
 
 
 async def test_cancellation_is_not_translated() -> None:

@@ -45,6 +45,8 @@ class _Connections:
                 await handler(reader, writer)
             except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
                 pass
+            except asyncio.CancelledError:  # by stop(): end quietly (Python 3.11 logs cancelled handlers)
+                pass
             finally:
                 self.tasks.discard(task)
                 writer.close()

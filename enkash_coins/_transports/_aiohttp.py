@@ -9,7 +9,9 @@ none of which carries the request's headers.
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
+import os
 import re
 import ssl as _ssl
 import sys
@@ -34,7 +36,7 @@ from .._exceptions import (
     TransportError,
     WrongEventLoopError,
 )
-from .._urls import check_url
+from .._urls import check_url, is_loopback
 from .._version import __version__
 from ._base import Request, Response
 
@@ -53,7 +55,10 @@ _DECODED = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
 USER_AGENT = (f"enkash-coins-python/{__version__} aiohttp/{aiohttp.__version__} "
               f"python/{'.'.join(map(str, sys.version_info[:3]))}")
 #: RFC 9110 token: header names and the parts of a User-Agent product.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: What an OpenSSL reason may look like to be shown.
+_REASON = re.compile(r"[A-Za-z0-9_ ,.:()'-]{1,120}")
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 #: Visible ASCII and space: no CR/LF (header injection), no other control character.
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 #: Headers the SDK sets on every request, or that frame the request on the wire.
@@ -112,6 +117,7 @@ class AiohttpTransport(AsyncClosing):
         _check_flag("allow_insecure_http", allow_insecure_http)
         _check_flag("trust_env", trust_env)
         self._base_url = check_url(base_url, allow_insecure_http=allow_insecure_http)
+        self._allow_insecure_http = allow_insecure_http
         self._timeout = aiohttp.ClientTimeout(total=_check_timeout("timeout", timeout))
         self._proxy = _check_proxy(proxy)
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
@@ -157,6 +163,7 @@ class AiohttpTransport(AsyncClosing):
         return self._session
 
     async def send(self, request: Request) -> Response:
+        _check_request(request, self._allow_insecure_http)
         session = self._session
         if session is None or self._closed:
             session = self._open()
@@ -165,15 +172,15 @@ class AiohttpTransport(AsyncClosing):
         if not self._owns_session and session.closed:  # ours closes only through aclose()
             raise ClientClosedError(self._closed_message("is closed"))
         path = request.path
-        url = path if path.startswith(("https://", "http://")) else self._base_url + path
+        url = self._base_url + path if path[0] == "/" else path
         timeout = self._timeout if request.timeout is None else aiohttp.ClientTimeout(
             total=_check_timeout("Request.timeout", request.timeout))
-        headers: Mapping[str, str] = request.headers
-        if self._request_headers is not None:  # a caller's session: its defaults are not ours
-            merged = CIMultiDict(self._request_headers)
-            merged.update(request.headers)
-            headers = merged
         try:
+            headers: Mapping[str, str] = request.headers
+            if self._request_headers is not None:  # a caller's session: its defaults are not ours
+                merged = CIMultiDict(self._request_headers)
+                merged.update(request.headers)
+                headers = merged
             async with session.request(
                 request.method,
                 URL(url, encoded=True),
@@ -191,7 +198,10 @@ class AiohttpTransport(AsyncClosing):
         except EnKashError:
             raise
         except Exception as exc:  # only SDK errors leave; built here, raised below without context
-            error = self._failure(exc, request.method, url, timeout, session)
+            try:
+                error = self._failure(exc, request.method, url, timeout, session)
+            except Exception:  # never let the translation be what escapes
+                error = TransportError(f"{request.method} {type(exc).__name__}")
         raise error from None
 
     async def _read(self, resp: aiohttp.ClientResponse) -> Response:
@@ -285,8 +295,7 @@ def _translate(exc: Exception, where: str, timeout: float | None) -> EnKashError
     if _is_encoding_error(exc):  # failed while aiohttp parsed the head: it kept no status
         return ResponseDecodeError(f"the answer to {where} could not be decoded ({what})", http_status=0)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        reason = getattr(exc.certificate_error, "verify_message", None) or what
-        return TLSError(f"TLS certificate check failed for {where}: {reason}")
+        return TLSError(f"TLS certificate check failed for {where}: {_reason(exc.certificate_error) or what}")
     if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)):
         return TLSError(f"TLS handshake failed for {where} ({what})")
     if isinstance(exc, aiohttp.ClientHttpProxyError):
@@ -323,16 +332,30 @@ def _is_encoding_error(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    """Class names down the chain and the OS's reason: nothing from the request or the answer."""
+    """Class names down the chain and a reason derived from an error code, never an
+    exception's own text (which may hold URLs, server bytes or, from a session's
+    middleware, anything at all)."""
     names: list[str] = []
     reason = None
     for e in _chain(exc):
         if type(e).__name__ not in names:
             names.append(type(e).__name__)
-        if reason is None and isinstance(e, OSError) and isinstance(e.strerror, str):
-            reason = e.strerror
+        reason = reason or _reason(e)
     text = " from ".join(names[:3])
     return f"{text}: {reason}" if reason else text
+
+
+def _reason(error: BaseException) -> str | None:
+    if isinstance(error, _ssl.SSLError):  # aiohttp's TLS errors pose as these without their fields
+        # OpenSSL's fixed text for a verify code, or its reason code (WRONG_VERSION_NUMBER...).
+        return _clean(getattr(error, "verify_message", None)) or _clean(getattr(error, "reason", None))
+    if isinstance(error, OSError) and isinstance(error.errno, int) and error.errno in errno.errorcode:
+        return os.strerror(error.errno)
+    return None
+
+
+def _clean(text: object) -> str | None:
+    return text if isinstance(text, str) and _REASON.fullmatch(text) else None
 
 
 def _where(method: str, url: str) -> str:
@@ -348,6 +371,35 @@ def _where(method: str, url: str) -> str:
 
 
 # -- argument checks -------------------------------------------------------------
+
+
+def _check_request(request: object, allow_insecure_http: bool) -> None:
+    """Refuse, unsent, what would put a request on the wire malformed or somewhere else.
+
+    A relative path must start with "/": "@evil.example/x" after the base URL would
+    make the base host a user name and send the bearer token to evil.example.
+    """
+    if not isinstance(request, Request):
+        _fail(f"send() takes a Request, not {_kind(request)}")
+    if request.method not in _METHODS:
+        _fail(f"Request.method must be one of {', '.join(sorted(_METHODS))}")
+    if not isinstance(request.content, (bytes, bytearray)):  # aiohttp would form-encode a dict
+        _fail(f"Request.content must be bytes, not {_kind(request.content)}")
+    path = request.path
+    if not (isinstance(path, str) and path.isascii() and path.isprintable() and " " not in path):
+        _fail("Request.path must be an escaped string of visible ASCII characters")
+    if path.startswith("/"):
+        return
+    try:
+        parts = urllib.parse.urlsplit(path)
+        host = parts.hostname
+    except ValueError:
+        _fail("Request.path is not a valid URL")
+    if parts.scheme not in ("http", "https") or not host:
+        _fail('Request.path must start with "/" or be an absolute http(s) URL')
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(host):
+        _fail("refusing plain http:// to a non-loopback host: tokens would travel unencrypted "
+              "(see allow_insecure_http)")
 
 
 def _kind(value: object) -> str:
@@ -402,7 +454,7 @@ def _product(app_info: object) -> str:
     if app_info is None:
         return ""
     if (not isinstance(app_info, (tuple, list)) or len(app_info) != 2
-            or not all(isinstance(p, str) and _TOKEN.fullmatch(p) for p in app_info)):
+            or not all(isinstance(p, str) and len(p) <= 100 and _TOKEN.fullmatch(p) for p in app_info)):
         _fail("app_info must be a (name, version) pair of non-empty strings of at most 100 letters, "
               "digits or !#$%&'*+-.^_`|~ (no spaces, '/' or control characters), e.g. ('myshop', '2.3.1')")
     return f" {app_info[0]}/{app_info[1]}"
@@ -416,7 +468,7 @@ def _check_headers(headers: object) -> dict[str, str]:
     checked: dict[str, str] = {}
     seen: set[str] = set()
     for name, value in headers.items():
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        if not isinstance(name, str) or len(name) > 256 or not _TOKEN.fullmatch(name):
             shown = repr(name[:40]) if isinstance(name, str) else _kind(name)
             _fail(f"default_headers: {shown} is not a valid header name")
         if name.lower() in _RESERVED_HEADERS:
