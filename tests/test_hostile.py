@@ -158,7 +158,8 @@ NETWORK = settings(max_examples=80, deadline=None, suppress_health_check=[Health
 LOCAL, DEAD_PROXY, CONTEXT = "<local server>", "<refused loopback port>", "<an SSLContext>"
 OPEN, CLOSED, WITH_AUTH, TRUSTING = "<open session>", "<closed session>", "<session with auth>", "<trust_env session>"
 header_text = st.text(st.characters(codec="latin-1"), max_size=12)
-junk = st.sampled_from([None, True, False, 0, -1, 1.5, "", "x", b"x", object(), [], {}, ("a", "b")])
+junk = st.sampled_from([None, True, False, 0, -1, 1.5, "", "x", b"x", object(), [], {}, ("a", "b"),
+                        10**5000, -10**5000])  # past the int-to-str limit: a refusal must not repr them
 
 
 TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcXYZ"

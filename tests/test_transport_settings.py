@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from test_transport_servers import ConnectProxy, echo_server
+from test_transport_servers import ConnectProxy, echo_server, error_chain_text
 
 from conftest import COMPANY
 from enkash_coins import (
@@ -171,6 +171,7 @@ BASE = "https://uat.enkash.example"
     {"default_headers": {1: "x"}}, {"default_headers": {"X-A": "1", "x-a": "2"}}, {"default_headers": [("X-A", "1")]},
     {"default_headers": {"X-A": "é"}},
     {"trust_env": "yes"}, {"allow_insecure_http": 1}, {"allow_insecure_http": "no"},
+    {"timeout": -10**5000}, {"max_connections": -10**5000}, {"max_response_bytes": -10**5000},  # past repr's limit
 ])
 def test_bad_arguments_are_refused_when_the_transport_is_built(kwargs: dict[str, Any]) -> None:
     kwargs = {"base_url": BASE, **kwargs}
@@ -193,6 +194,16 @@ async def test_session_arguments_are_checked_too() -> None:
             AiohttpTransport(BASE, session=session, max_connections=10)
     async with aiohttp.ClientSession(trust_env=True) as session:
         AiohttpTransport(BASE, session=session, trust_env=True)  # consistent: fine
+
+
+@pytest.mark.parametrize("proxy", [
+    "http://user:PROXY_PW_123@host:99x", "http://user:PROXY_PW_123@host:99999", "http://user:PROXY_PW_123@[::1",
+    "socks5://user:PROXY_PW_123@host:1", "http://user:PROXY_PW_123@host:1/path", "http://user:PROXY_PW_123@:1",
+])
+def test_a_refused_proxy_url_never_shows_its_password(proxy: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        AiohttpTransport(BASE, proxy=proxy)
+    assert "PROXY_PW_123" not in error_chain_text(info.value)
 
 
 def test_good_arguments_build() -> None:

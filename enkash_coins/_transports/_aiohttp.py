@@ -392,18 +392,20 @@ def _check_request(request: object, allow_insecure_http: bool) -> None:
         return
     try:
         parts = urllib.parse.urlsplit(path)
-        host = parts.hostname
-    except ValueError:
-        _fail("Request.path is not a valid URL")
-    if parts.scheme not in ("http", "https") or not host:
+    except ValueError:  # refused below, outside this block: no exception context
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         _fail('Request.path must start with "/" or be an absolute http(s) URL')
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(host):
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
         _fail("refusing plain http:// to a non-loopback host: tokens would travel unencrypted "
               "(see allow_insecure_http)")
 
 
 def _kind(value: object) -> str:
-    return repr(value) if isinstance(value, (bool, int, float, type(None))) else type(value).__name__
+    """How a refused value is shown: small scalars as they are, anything else by type only."""
+    if isinstance(value, (bool, float, type(None))) or (isinstance(value, int) and -10**9 < value < 10**18):
+        return repr(value)
+    return "a huge integer" if isinstance(value, int) else type(value).__name__
 
 
 def _fail(message: str) -> NoReturn:
@@ -441,8 +443,10 @@ def _check_proxy(value: object) -> URL | None:
         parts = urllib.parse.urlsplit(value)
         port = parts.port
         url = URL(value)
-    except ValueError:
-        _fail("proxy is not a valid URL")  # no detail: the URL may hold a password
+    except ValueError:  # refused below, outside this block: its text may hold the password
+        parts = None
+    if parts is None:
+        _fail("proxy is not a valid URL")
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
         _fail("proxy must be an http:// or https:// URL with a host and a valid port")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
