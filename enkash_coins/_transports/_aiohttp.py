@@ -44,9 +44,10 @@ __all__ = ["AiohttpTransport"]
 
 #: Bodies larger than this are not read in full; EnKash's answers are tiny.
 DEFAULT_MAX_RESPONSE_BYTES = 1 << 20
-#: Bytes asked of aiohttp per read, and its read buffer size. aiohttp inflates a
+#: Bytes asked of aiohttp per read, and its read buffer size. aiohttp (3.14) inflates a
 #: compressed body only as fast as it is read, about this much per step, so reading in
-#: small steps (never ``resp.read()``) keeps a gzip bomb's memory near the cap.
+#: small steps keeps a gzip bomb's memory near the cap; ``resp.read()`` would inflate
+#: it all, and a session's large ``read_bufsize`` would make each step that large.
 _STEP = 1 << 16
 #: Content-Encodings that aiohttp decodes (br and zstd only when their library is
 #: installed; otherwise aiohttp fails on them) or that need no decoding.
