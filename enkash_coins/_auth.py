@@ -12,7 +12,16 @@ import urllib.parse
 from collections.abc import Callable
 from typing import NoReturn, Protocol, runtime_checkable
 
-from ._exceptions import AuthenticationError, InvalidInputError
+from ._exceptions import (
+    AuthenticationError,
+    ClientClosedError,
+    ConnectError,
+    EnKashError,
+    InvalidInputError,
+    TLSError,
+    TransportError,
+    WrongEventLoopError,
+)
 from ._json import loads
 from ._response import status_error
 from ._transports import Request, Transport
@@ -39,9 +48,13 @@ class Auth(Protocol):
 #: RFC 6750's token characters, and more: any visible ASCII. A token travels in a
 #: header, so a space, a control character or non-ASCII could split or break it.
 _TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
-#: Token-endpoint answers that may clear up by themselves; anything else may be a
-#: credentials failure, and EnKash locks the account after three of those in a row.
-_TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+#: Token-endpoint answers that say the request was not processed: retried freely.
+_UNPROCESSED_STATUSES = frozenset({429, 503})
+#: Answers from a gateway that may come after EnKash processed the request: retried once.
+_GATEWAY_STATUSES = frozenset({502, 504})
+#: Failed token requests in a row that may each have counted at EnKash before the
+#: provider stops asking (EnKash locks the account at three).
+MAX_FAILURES = 2
 
 
 def _check_secret(what: str, value: object) -> str:
@@ -84,12 +97,15 @@ class PasswordGrant:
       one request is made and all of them wait for it.
     * The token is refreshed ``refresh_margin`` seconds (at most a fifth of its
       life) before ``expires_in`` runs out.
-    * EnKash locks the account after three consecutive failed token requests, so
-      only clearly transient failures (no connection, a timeout, 429, 502, 503, 504)
-      are left to the allocator to retry, within its ``max_time``. Any other answer,
-      a 4xx, a 500, a 2xx without a usable token, "latches": it raises
-      :class:`AuthenticationError` and every later call fails at once, without a
-      request, until :meth:`reset` is called or a new provider is built.
+    * EnKash locks the account after three consecutive failed token requests, so the
+      provider never makes a third in a row that may have failed. Failures that
+      prove the request was not processed (no connection, TLS, 429, 503) are left to
+      the allocator to retry, within its ``max_time``. One whose request may have
+      been processed with its answer lost (a timeout, a dropped connection, 502, 504)
+      is retried once; a second in a row stops the provider. Any other answer, a
+      4xx, a 500, a 2xx without a usable token, stops it at once. Stopped ("latched"),
+      it raises :class:`AuthenticationError` and every later call fails at once,
+      without a request, until :meth:`reset` is called or a new provider is built.
 
     Args:
         token_url: absolute URL of the token endpoint when it is not on the API's
@@ -135,6 +151,7 @@ class PasswordGrant:
         self._latched_status = 0
         self.token_requests = 0  # requests made to the token endpoint
         self.tokens_received = 0  # of which answered with a usable token
+        self.failures = 0  # requests in a row that may have failed at EnKash (its lock counts these)
 
     def __repr__(self) -> str:
         return f"PasswordGrant(username={self.username!r}, client_id={self.client_id!r}, <secrets redacted>)"
@@ -148,6 +165,7 @@ class PasswordGrant:
         """Allow token requests again after a refusal (fix the credentials first)."""
         self._latched = None
         self._token = None
+        self.failures = 0
 
     def invalidate(self, token: str) -> bool:
         if self._token == token:
@@ -179,27 +197,45 @@ class PasswordGrant:
         )
 
     def _latch(self, why: str, status: int) -> NoReturn:
+        self.failures += 1
         self._latched, self._latched_status = why, status
         raise self._refusal()
 
+    def _maybe_failed(self, error: EnKashError, why: str, status: int = 0) -> NoReturn:
+        """A request that may have been processed failed without an answer: retried once, not twice."""
+        self.failures += 1
+        if self.failures >= MAX_FAILURES:
+            self._latched, self._latched_status = (
+                f"{self.failures} token requests for user {self.username!r} in a row failed in a way that may "
+                f"have reached EnKash's credentials check ({why})", status)
+            raise self._refusal() from None
+        raise error
+
     async def _fetch(self, transport: Transport) -> str:
         self.token_requests += 1
-        response = await transport.send(Request(
-            "POST",
-            self.token_url or TOKEN_PATH,
-            headers={
-                "Authorization": self._basic,
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Accept": "application/json",
-            },
-            content=self._form,
-        ))
+        try:
+            response = await transport.send(Request(
+                "POST",
+                self.token_url or TOKEN_PATH,
+                headers={
+                    "Authorization": self._basic,
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Accept": "application/json",
+                },
+                content=self._form,
+            ))
+        except (ConnectError, TLSError, ClientClosedError, WrongEventLoopError):
+            raise  # the request never left: not a failure EnKash could count
+        except TransportError as error:  # a timeout or a dropped connection: it may have been processed
+            self._maybe_failed(error, type(error).__name__)
         status = response.status
         if status in (400, 401):
             self._latch(f"EnKash rejected the credentials of user {self.username!r} "
                         f"(HTTP {status} from the token endpoint)", status)
-        if status in _TRANSIENT_STATUSES:
+        if status in _UNPROCESSED_STATUSES:
             raise status_error(response, body=False)
+        if status in _GATEWAY_STATUSES:
+            self._maybe_failed(status_error(response, body=False), f"HTTP {status}", status)
         if not 200 <= status < 300:
             self._latch(f"the token endpoint answered HTTP {status} for user {self.username!r}, "
                         "which may mean refused credentials", status)
@@ -229,4 +265,5 @@ class PasswordGrant:
         self._token = token
         self._expires_at = self._clock() + ttl - min(self._margin, ttl / 5)
         self.tokens_received += 1
+        self.failures = 0
         return None

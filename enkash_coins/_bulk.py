@@ -28,7 +28,7 @@ from ._exceptions import (
 )
 from ._models import Allocation, AllocationRequest
 from ._pace import Pacer
-from ._retry import is_refusal
+from ._retry import Call, is_refusal
 
 if TYPE_CHECKING:
     from ._client import CoinAllocator
@@ -244,6 +244,17 @@ class RunStoppedError(EnKashError):
 _DONE = object()
 
 
+def _cancelled(index: int, request: AllocationRequest, call: Call) -> BulkItem:
+    """The item of an allocation the run's cancellation interrupted: unknown only if it may have left."""
+    if call.sending or call.maybe_applied:
+        error: EnKashError = _InFlightCancelled(
+            "bulk run cancelled while this allocation was in flight", request_id=request.request_id,
+            attempts=call.attempts, outcome_unknown=True, sent=True)
+        return BulkItem(index=index, request=request, outcome=Outcome.UNKNOWN, error=error)
+    error = RunStoppedError("cancelled before it was sent", request_id=request.request_id)
+    return BulkItem(index=index, request=request, outcome=Outcome.NOT_ATTEMPTED, error=error)
+
+
 def _fatal_reason(error: EnKashError) -> str:
     if isinstance(error, AuthenticationError):
         return "authentication failed"
@@ -290,13 +301,12 @@ async def allocate_stream(
         request = prepare(index, raw)
         if isinstance(request, BulkItem):
             return request
+        call = Call("allocate", request.request_id, mutating=True, idempotent=True)
         try:
-            allocation = await coins._allocate(request, pacer)
+            allocation = await coins._allocate(request, pacer, call)
         except asyncio.CancelledError:
-            cancelled = _InFlightCancelled("bulk run cancelled while this allocation was in flight",
-                                           request_id=request.request_id, outcome_unknown=True, sent=True)
             if on_item is not None:
-                on_item(BulkItem(index=index, request=request, outcome=Outcome.UNKNOWN, error=cancelled))
+                on_item(_cancelled(index, request, call))
             raise
         except Exception as error:
             return BulkItem(index=index, request=request, outcome=classify(error), error=_bare(error))

@@ -250,11 +250,11 @@ class CoinAllocator(AsyncClosing):
             raise InvalidInputError(f"expected an AllocationRequest, not {type(request).__name__}")
         return await self._allocate(self.resolve(request), None)
 
-    async def _allocate(self, request: AllocationRequest, pacer: Pacer | None) -> Allocation:
-        """Send a resolved request; bulk runs pass their :class:`Pacer`."""
+    async def _allocate(self, request: AllocationRequest, pacer: Pacer | None, call: Call | None = None) -> Allocation:
+        """Send a resolved request; bulk runs pass their :class:`Pacer`, and a :class:`Call` to watch."""
         envelope = await self._call(
             "allocate", "POST", ALLOCATE, body=_dumps(self._unstructure_allocation(request)),
-            request_id=request.request_id, mutating=True, pacer=pacer,
+            request_id=request.request_id, mutating=True, pacer=pacer, call=call,
         )
         payload = envelope.payload
         assert request.request_id is not None and request.company_id is not None
@@ -413,6 +413,7 @@ class CoinAllocator(AsyncClosing):
         mutating: bool = False,
         idempotent: bool = True,
         pacer: Pacer | None = None,
+        call: Call | None = None,
     ) -> Envelope:
         shared = self._shared
         if shared.state is _State.CLOSED:
@@ -421,7 +422,8 @@ class CoinAllocator(AsyncClosing):
         if shared.loop is not loop:
             self._bind(loop, request_id)
         request = Request(method, path, _JSON_HEADERS if body else _ACCEPT, body, self._timeout)
-        call = Call(operation, request_id, mutating=mutating, idempotent=idempotent)
+        if call is None:
+            call = Call(operation, request_id, mutating=mutating, idempotent=idempotent)
         return await run(call, functools.partial(self._attempt, request), self.retry, shared.budget,
                          self._on_retry, pacer)
 
@@ -484,6 +486,7 @@ class CoinAllocator(AsyncClosing):
             if response.status == 401 and self.auth.invalidate(token):
                 # The token was refused (expired early, revoked): one replay, same body.
                 log.debug("%s requestId %s: 401, replaying once with a new token", call.operation, call.request_id)
+                call.reached = True  # it did reach EnKash, which refused the token (and did nothing)
                 call.sending = False
                 token = await self._token()
                 call.sending = True

@@ -218,9 +218,9 @@ class Call:
         self.throttled = 0  # attempts answered 429 and retried after a bulk run's pause
         self.started = time.monotonic()
 
-    def finish(self, error: EnKashError, *, budget_exhausted: bool = False) -> EnKashError:
+    def finish(self, error: EnKashError, *, budget_exhausted: bool = False, sent: bool = False) -> EnKashError:
         """The error the caller sees: complete, with this call's context."""
-        if not self.sending and not isinstance(
+        if not sent and not isinstance(
             error, (TokenError, AuthenticationError, ClientClosedError, WrongEventLoopError, InvalidInputError)
         ):
             # Failed while getting a token: say so in the type, keep the cause.
@@ -261,6 +261,7 @@ async def run(
             result = await attempt(call)
         except EnKashError as error:
             sent = call.sending
+            call.sending = False  # between attempts nothing is on the wire
             if sent and not isinstance(error, _NOT_SENT):
                 call.reached = True
             if may_have_applied(error, sent=sent):
@@ -289,7 +290,7 @@ async def run(
                     else:
                         wait, exhausted = None, True
             if wait is None:
-                finished = call.finish(error, budget_exhausted=exhausted)
+                finished = call.finish(error, budget_exhausted=exhausted, sent=sent)
                 raise finished from finished.__cause__
             reason = getattr(error, "http_status", None) or type(error).__name__
             log.info("retry %d of %d for %s requestId %s after %s (waiting %.2fs)", call.attempts + 1,

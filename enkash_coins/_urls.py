@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import urllib.parse
 
 from ._exceptions import InvalidInputError
 
 __all__ = ["check_url", "is_loopback"]
+
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@")
 
 
 def is_loopback(host: str) -> bool:
@@ -29,17 +32,21 @@ def check_url(url: object, *, what: str = "base_url", allow_insecure_http: bool 
         raise InvalidInputError(f"{what} must be a non-empty string such as 'https://uat.example.com'")
     if any(c.isspace() or not c.isprintable() for c in url):
         raise InvalidInputError(f"{what} must not contain whitespace or control characters")
+    shown = repr(_USERINFO.sub(r"\1<redacted>@", url))  # never echo a password given in the URL
     try:
         parts = urllib.parse.urlsplit(url)
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            raise InvalidInputError(f"{what} must not carry credentials; pass them to the auth provider")
         port = parts.port  # raises ValueError for a port out of 0-65535 or not a number
     except ValueError as exc:
-        raise InvalidInputError(f"{what} {url!r} is not a valid URL: {exc}") from None
+        if isinstance(exc, InvalidInputError):
+            raise
+        raise InvalidInputError(f"{what} {shown} is not a valid URL: the port must be a number from 1 to 65535"
+                                ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError(f"{what} must be an http(s) URL with a host, not {url!r}")
+        raise InvalidInputError(f"{what} must be an http(s) URL with a host, not {shown}")
     if port == 0:
-        raise InvalidInputError(f"{what} {url!r} has port 0")
-    if parts.username or parts.password:
-        raise InvalidInputError(f"{what} must not carry credentials; pass them to the auth provider")
+        raise InvalidInputError(f"{what} {shown} has port 0")
     if parts.query or parts.fragment:
         raise InvalidInputError(f"{what} must not have a query string or fragment")
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):

@@ -257,7 +257,7 @@ def test_secrets_never_reach_output_results_or_journal(server: Served, tmp_path:
     path2 = write_csv(tmp_path / "s2.csv", rows)
     bad = cli("bulk", str(path2), "--campaign", "C_S", "--company-id", COMPANY, "--out", str(tmp_path / "o2.csv"),
               env={**wrong, "ENKASH_STATE_DIR": str(tmp_path / "state")})
-    assert bad.returncode == 2 and "rejected the credentials" in (tmp_path / "o2.csv").read_text()
+    assert bad.returncode == 2 and "rejected the credentials" in bad.stderr
     blob = "\n".join([ok.stdout, ok.stderr, bad.stdout, bad.stderr, out.read_text(),
                       (tmp_path / "o2.csv").read_text()])
     blob += (tmp_path / "s.csv.journal.sqlite").read_bytes().decode("latin-1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import signal
@@ -23,10 +24,12 @@ from .._converter import converter
 from .._exceptions import InvalidInputError, NotFoundError
 from .._models import AllocationRequest
 from .._pace import Pacer
+from .._routes import ALLOCATE
 from . import _exit
 from ._config import ConfigError, Connection, add_connection_flags, company_from, connect, env_default, from_env
 from ._input import InputRow, Problem, read_input
 from ._journal import Journal, JournalError
+from ._registry import Registry
 from ._render import REFRESH, Reporter
 from ._results import Results
 
@@ -208,42 +211,91 @@ async def _send(coins: CoinAllocator, journal: Journal, options: BulkOptions, re
 
 
 async def _with_signals(coro: Any) -> Any:
-    """Run ``coro``; SIGTERM cancels it like Ctrl-C does, so in-flight rows are journaled."""
+    """Run ``coro`` (the sending); Ctrl-C and SIGTERM cancel it, an orderly stop: in-flight rows are journaled."""
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     assert task is not None
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    previous = {sig: signal.getsignal(sig) for sig in _STOP}
+    for sig in _STOP:
+        loop.add_signal_handler(sig, task.cancel)
     try:
         return await coro
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
 
 
-def _dry_run(options: BulkOptions, reporter: Reporter) -> int:
-    first: list[InputRow] = []
+_STOP = (signal.SIGINT, signal.SIGTERM)
 
-    def keep(rows: Iterator[InputRow | Problem]) -> Iterator[InputRow | Problem]:
-        for row in rows:
-            if isinstance(row, InputRow) and len(first) < 5:
-                first.append(row)
-            yield row
 
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM outside the sending (reading, validating, loading): stop now; transactions roll back."""
+    raise KeyboardInterrupt
+
+
+@attrs.frozen(kw_only=True)
+class Elsewhere:
+    """Where the journals of other runs are recorded, and the EnKash host this run sends to."""
+
+    registry: Registry
+    base_url: str
+
+
+def _validate(journal: Journal, options: BulkOptions, reporter: Reporter, elsewhere: Elsewhere | None,
+              first: list[InputRow] | None = None) -> tuple[int, str | None]:
+    """Check the input against the journal (and the other journals); the row count and campaign.
+
+    Raises:
+        InputProblems: a row cannot be sent (every one was reported).
+        JournalError: the campaign is not the journal's, or another journal sent these rows.
+    """
+    campaign = journal.check_campaign(options.campaign)
+    rows: Iterator[InputRow | Problem] = read_input(options.file, campaign=campaign, company_id=options.company_id)
+    if first is not None:
+        rows = _keep_first(rows, first)
     problems = _Problems(reporter, options.file)
-    with Journal.scratch() as scratch:
-        campaign = options.campaign
-        report = scratch.load(keep(read_input(options.file, campaign=campaign, company_id=options.company_id)),
-                              problems, campaign=campaign, source=str(options.file), merge=False)
-    if report is None:
+    count = journal.validate(rows, problems, source=str(options.file))
+    if count is None:
         raise problems.error()
-    reporter.warn(f"{report.rows:,} row(s) are valid. Nothing was sent (--dry-run). First requests:")
+    if elsewhere is not None and not journal.ever_sent and not options.new_journal:
+        for other in elsewhere.registry.others(journal.path, elsewhere.base_url):
+            sent, their = journal.sent_elsewhere(other.path)
+            if sent:
+                named = f" (campaign {their!r})" if their else ""
+                raise JournalError(
+                    f"{sent:,} row(s) of {options.file} were already sent to {elsewhere.base_url} from journal "
+                    f"{other.path}{named}. A new journal would send them again, and every one whose requestId "
+                    "differs (another campaign name, or renewed by --retry-failed) would be credited twice. To "
+                    f"finish that campaign, resume it: --journal {other.path}"
+                    + (f" --campaign {their}" if their else "")
+                    + ". To send these rows again anyway, as a new campaign, pass --new-journal")
+    return count, campaign
+
+
+def _keep_first(rows: Iterator[InputRow | Problem], first: list[InputRow]) -> Iterator[InputRow | Problem]:
+    for row in rows:
+        if isinstance(row, InputRow) and len(first) < 5:
+            first.append(row)
+        yield row
+
+
+def _dry_run(options: BulkOptions, reporter: Reporter, elsewhere: Elsewhere | None) -> int:
+    first: list[InputRow] = []
+    path = options.journal_path
+    exists = path.exists() and not options.new_journal
+    with Journal.peek(path) if exists else Journal.scratch() as journal:
+        count, campaign = _validate(journal, options, reporter, elsewhere, first)
+    reporter.warn(f"{count:,} row(s) are valid. Nothing was sent (--dry-run). First requests:")
     unstructure = converter().get_unstructure_hook(AllocationRequest)
     for row in first:
         body = unstructure(AllocationRequest(user_id=row.user_id, event=row.event, company_id=row.company_id,
                                              request_id=row.request_id))
-        reporter.warn(f"  line {row.line}: POST /api/v0/enkash-coins/allocate-coin {body}")
-    if options.journal_path.exists():
-        reporter.warn(f"Journal {options.journal_path} exists: a real run resumes it (rows already done are "
-                      "skipped, unfinished ones keep their requestIds).")
+        reporter.warn(f"  line {row.line}: POST {ALLOCATE} {json.dumps(body)}")
+    if exists:
+        reporter.warn(f"Journal {path} exists" + (f" (campaign {campaign})" if campaign else "")
+                      + ": a real run resumes it (rows already done are skipped, unfinished ones keep their "
+                      "requestIds).")
     return _exit.OK
 
 
@@ -253,23 +305,28 @@ def _open_journal(options: BulkOptions, reporter: Reporter) -> Journal:
         aside = path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
         journal = Journal.open(path, set_aside=aside)
         reporter.warn(
-            f"--new-journal: the old journal is kept as {aside}. The new journal does not know what the old one "
-            "sent. Rows that keep the same requestId (same campaign, company, user and event, never renewed by "
-            "--retry-failed) are protected by EnKash applying each requestId at most once; any other row that "
-            "was already credited WILL BE CREDITED AGAIN.")
+            f"--new-journal: the old journal is kept as {journal.aside}. The new journal does not know what the "
+            "old one sent. Rows that keep the same requestId (same campaign, company, user and event, never "
+            "renewed by --retry-failed) are protected by EnKash applying each requestId at most once; any other "
+            "row that was already credited WILL BE CREDITED AGAIN.")
         return journal
     return Journal.open(path)
 
 
-async def run_bulk(options: BulkOptions, connect: Connect, reporter: Reporter) -> int:
-    """The whole bulk command once its options are known; returns the exit code."""
+async def run_bulk(options: BulkOptions, connect: Connect, reporter: Reporter,
+                   elsewhere: Elsewhere | None = None) -> int:
+    """The whole bulk command once its options are known; returns the exit code.
+
+    ``elsewhere``: compare a new journal with the journals of earlier runs (the CLI
+    does; the demo, in a temporary directory, does not).
+    """
     if options.dry_run:
-        return _dry_run(options, reporter)
+        return _dry_run(options, reporter, elsewhere)
     results = Results.open(options.out) if options.out else None  # proves --out writable before any request
     try:
         journal = _open_journal(options, reporter)
         try:
-            return await _journaled(options, journal, connect, reporter, results)
+            return await _journaled(options, journal, connect, reporter, elsewhere)
         finally:
             if results is not None and not journal.discarded:
                 results.write(journal.entries())
@@ -281,20 +338,19 @@ async def run_bulk(options: BulkOptions, connect: Connect, reporter: Reporter) -
 
 
 async def _journaled(options: BulkOptions, journal: Journal, connect: Connect, reporter: Reporter,
-                     results: Results | None) -> int:
-    campaign = journal.check_campaign(options.campaign)
-    problems = _Problems(reporter, options.file)
-    rows = read_input(options.file, campaign=campaign, company_id=options.company_id)
+                     elsewhere: Elsewhere | None) -> int:
+    recovered = journal.recover()  # first: the load's report must count these as maybe applied
     try:
-        report = journal.load(rows, problems, campaign=campaign, source=str(options.file))
+        count, campaign = _validate(journal, options, reporter, elsewhere)
     except InvalidInputError:
         if journal.created:
             journal.discard()
         raise
-    if report is None:
-        if journal.created:
-            journal.discard()
-        raise problems.error()
+    report = journal.merge(count, campaign=campaign, source=str(options.file))
+    if elsewhere is not None:
+        warning = elsewhere.registry.record(journal.path, elsewhere.base_url, campaign)
+        if warning:
+            reporter.warn(f"warning: {warning}")
     reporter.note(("Journal" if journal.created else "Resuming") + f": {journal.path}"
                   + (f" (campaign {campaign})" if campaign else ""))
     if report.added and not journal.created:
@@ -304,7 +360,6 @@ async def _journaled(options: BulkOptions, journal: Journal, connect: Connect, r
                       "in the journal and in --out, but not sent" + (
                           f"; {report.removed_maybe_applied:,} of them were (or may have been) credited"
                           if report.removed_maybe_applied else ""))
-    recovered = journal.recover()
     if recovered:
         reporter.warn(f"{recovered:,} row(s) were in flight when an earlier run stopped: they may have been "
                       "applied, and are resent with the same requestId (never a new one).")
@@ -322,19 +377,23 @@ async def _journaled(options: BulkOptions, journal: Journal, connect: Connect, r
                           "them and no attempt may have been applied, so a new id cannot double-credit)")
     was_sent = journal.ever_sent
     started = time.monotonic()
-    async with connect() as coins:
-        amounts = dict(options.amounts)
-        for config_id in options.coin_configs:
+    state = _Run()
+    amounts = dict(options.amounts)
+    try:
+        async with connect() as coins:
+            for config_id in options.coin_configs:
+                try:
+                    event = await coins.get_event(config_id)
+                except NotFoundError:
+                    raise ConfigError(f"--coin-config {config_id}: EnKash has no such coin configuration") from None
+                amounts[event.event] = event.amount
             try:
-                event = await coins.get_event(config_id)
-            except NotFoundError:
-                raise ConfigError(f"--coin-config {config_id}: EnKash has no such coin configuration") from None
-            amounts[event.event] = event.amount
-        try:
-            state = await _with_signals(_send(coins, journal, options, reporter))
-        finally:
-            if reporter.sent == 0 and not was_sent:
-                journal.unmark_sent()  # nothing left this machine: the journal is as good as new
+                state = await _with_signals(_send(coins, journal, options, reporter))
+            finally:
+                if reporter.sent == 0 and not was_sent:
+                    journal.unmark_sent()  # nothing left this machine: the journal is as good as new
+    except _exit.SETUP as error:  # e.g. the first token was refused: nothing was sent
+        state.setup_error = error
     final = journal.counts()
     reporter.summary(final, journal.succeeded_per_event(), amounts, time.monotonic() - started)
     if state.setup_error is not None:
@@ -350,15 +409,19 @@ async def _journaled(options: BulkOptions, journal: Journal, connect: Connect, r
 
 def main(args: argparse.Namespace) -> int:
     reporter = Reporter(quiet=args.quiet)
+    for sig in _STOP:  # before asyncio.run: it then leaves Ctrl-C to us
+        signal.signal(sig, _interrupt)
     try:
         options = BulkOptions.of(args)
         connection = Connection.of(args) if not options.dry_run else None
+        base_url = connection.base_url if connection else (args.base_url or os.environ.get("ENKASH_BASE_URL"))
+        elsewhere = Elsewhere(registry=Registry.of(os.environ), base_url=base_url) if base_url else None
 
         def connector() -> AbstractAsyncContextManager[CoinAllocator]:
             assert connection is not None
             return connect(connection)
 
-        return asyncio.run(run_bulk(options, connector, reporter))
+        return asyncio.run(run_bulk(options, connector, reporter, elsewhere))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: every finished row is journaled; run the same command again to finish",
               file=sys.stderr)

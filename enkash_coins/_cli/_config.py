@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import math
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ import attrs
 
 from .._auth import Auth, PasswordGrant, StaticToken
 from .._client import CoinAllocator
-from .._exceptions import InvalidInputError
+from .._exceptions import AuthenticationError, EnKashError, InvalidInputError
 from .._retry import RetryPolicy
 from .._transports import AiohttpTransport
 from ._guard import TokenGuard
@@ -152,20 +153,44 @@ async def connect(connection: Connection, env: Mapping[str, str] = os.environ,
         raise
     except InvalidInputError as exc:
         raise _cli_words(exc) from None
-    guard = TokenGuard.of(auth, transport.base_url, env) if isinstance(auth, PasswordGrant) else None
-    if guard is not None:
-        if connection.credentials_fixed:
-            guard.clear()
-        why = guard.blocked()
-        if why:
-            await transport.aclose()
-            raise ConfigError(f"not asking for a token: {why}")
     coins = CoinAllocator(transport, auth=auth, company_id=connection.company_id,
                           retry=RetryPolicy(max_attempts=connection.max_attempts), **allocator)
-    try:
-        async with coins:
+    async with coins:
+        if not isinstance(auth, PasswordGrant):
             yield coins
-    finally:
-        if guard is not None:
-            assert isinstance(auth, PasswordGrant)
-            guard.settle(auth)
+            return
+        guard = TokenGuard.of(auth, transport.base_url, env)
+        try:
+            first = contextlib.ExitStack()
+            try:  # runs started together take their first token one at a time
+                first.enter_context(guard.locked())
+            except OSError as exc:  # fail closed: without the record, reruns could lock the account
+                raise ConfigError(
+                    f"cannot use {guard.path.parent} to record failed token requests ({exc.strerror or exc}). "
+                    "EnKash locks an account after 3 consecutive failed token requests, and this record is how "
+                    "reruns avoid that: set ENKASH_STATE_DIR to a writable directory") from None
+            with first:
+                _warn(guard.clear() if connection.credentials_fixed else None)
+                why = guard.blocked()
+                if why:
+                    raise ConfigError(f"not asking for a token: {why}")
+                try:
+                    await auth.get_token(transport)  # refused credentials end the run before anything is sent
+                except AuthenticationError:
+                    raise
+                except EnKashError:
+                    pass  # transient: the calls will ask again, within their retries
+                finally:
+                    _warn(guard.settle(auth))
+            yield coins
+        finally:
+            try:
+                with guard.locked():
+                    _warn(guard.settle(auth))
+            except OSError as exc:
+                _warn(f"warning: cannot record failed token requests in {guard.path}: {exc.strerror or exc}")
+
+
+def _warn(warning: str | None) -> None:
+    if warning:
+        print(warning, file=sys.stderr)

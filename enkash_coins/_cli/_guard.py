@@ -1,11 +1,14 @@
 """Remembering refused token requests across runs, so that reruns cannot lock the account.
 
 EnKash locks an account after three consecutive failed token requests. One run
-makes at most one (the provider latches), but an operator who reruns a command with
-the same wrong password three times would lock it. The guard records each refused
-token request in a small state file and refuses to make a third in a row until the
-operator says the credentials were fixed (``--credentials-fixed``). A token received
-clears the record. Only the token URL and the username are stored, never a secret.
+makes at most two (the provider latches), but an operator who reruns a command with
+the same wrong password would lock it. The guard records the token requests that may
+have failed (refused, or unanswered after they may have been processed) in a small
+state file, and refuses to make a third in a row until the operator says the
+credentials were fixed (``--credentials-fixed``). Runs take the first token under a
+lock on that file, one at a time, so runs started together cannot race past it. A
+token received clears the record. Only the token URL and the username are stored,
+never a secret.
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .._auth import PasswordGrant
+from .._auth import MAX_FAILURES, PasswordGrant
 
 __all__ = ["TokenGuard", "state_dir"]
 
-#: Refused token requests in a row after which no run asks again on its own.
-LIMIT = 2
+#: Failed token requests in a row after which no run asks again on its own.
+LIMIT = MAX_FAILURES
 
 
 def state_dir(env: Mapping[str, str]) -> Path:
@@ -40,6 +43,7 @@ class TokenGuard:
     def __init__(self, path: Path, key: str) -> None:
         self.path = path
         self.key = key
+        self._before: int | None = None  # the record when this run first looked
 
     @classmethod
     def of(cls, grant: PasswordGrant, base_url: str, env: Mapping[str, str]) -> TokenGuard:
@@ -53,13 +57,43 @@ class TokenGuard:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _write(self, data: dict[str, dict[str, float]]) -> None:
-        with contextlib.suppress(OSError):  # the guard must never stop a run by itself
+    def _write(self, data: dict[str, dict[str, float]]) -> str | None:
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".token-refusals.")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f)
             os.replace(tmp, self.path)
+        except OSError as exc:
+            return (f"warning: cannot record failed token requests in {self.path} ({exc.strerror or exc}): "
+                    "reruns with wrong credentials could lock the EnKash account. Set ENKASH_STATE_DIR to a "
+                    "writable directory")
+        return None
+
+    @contextlib.contextmanager
+    def locked(self, seconds: float = 60.0) -> Iterator[None]:
+        """Hold the record's lock; other runs wait (at most ``seconds``).
+
+        Raises:
+            OSError: the state directory cannot be used. Without it the guard cannot
+                work, and the caller must not ask for a token (fail closed).
+        """
+        from ._journal import _lock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                handle = _lock(self.path.with_suffix(".lock"))
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            handle.close()
 
     def refusals(self) -> int:
         entry = self._read().get(self.key, {})
@@ -68,7 +102,7 @@ class TokenGuard:
 
     def blocked(self) -> str | None:
         """Why no token request may be made now, or None."""
-        count = self.refusals()
+        count = self._before = self.refusals()
         if count < LIMIT:
             return None
         return (f"the token endpoint refused {self.key.split()[-1]!r} in the last {count} runs, and EnKash locks "
@@ -76,16 +110,24 @@ class TokenGuard:
                 "ENKASH_CLIENT_ID / ENKASH_CLIENT_SECRET, then run again with --credentials-fixed "
                 f"(record: {self.path})")
 
-    def clear(self) -> None:
+    def clear(self) -> str | None:
+        self._before = 0
         data = self._read()
         if data.pop(self.key, None) is not None:
-            self._write(data)
+            return self._write(data)
+        return None
 
-    def settle(self, grant: PasswordGrant) -> None:
-        """After a run: count a refusal, or clear the record once a token came back."""
-        if grant.tokens_received:
-            self.clear()
-        elif grant.locked_out:
-            data = self._read()
-            data[self.key] = {"count": self.refusals() + 1, "last": time.time()}
-            self._write(data)
+    def settle(self, grant: PasswordGrant) -> str | None:
+        """Record the failed token requests in a row, as EnKash counts them (a token resets the count).
+
+        Idempotent: it counts from the record as this run found it.
+        """
+        before = self.refusals() if self._before is None else self._before
+        count = grant.failures + (0 if grant.tokens_received else before)
+        if count == self.refusals():
+            return None
+        if count == 0:
+            return self.clear()
+        data = self._read()
+        data[self.key] = {"count": count, "last": time.time()}
+        return self._write(data)

@@ -129,7 +129,10 @@ def _json_records(f: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
+            record = json.loads(text, object_pairs_hook=_pairs)
+        except _Twice as twice:
+            yield number, f"{twice.key!r} is given twice"
+            continue
         except ValueError:
             yield number, "not valid JSON"
             continue
@@ -150,6 +153,28 @@ def _json_records(f: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
             yield number, fields
 
 
+class _Twice(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice is an error (json.loads would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Twice(key)
+        out[key] = value
+    return out
+
+
+def _optional(record: Mapping[str, Any], name: str) -> Any:
+    """An optional field: None when absent or empty; anything else is checked as given."""
+    value = record.get(name)
+    return None if value is None or value == "" else value
+
+
 def _row(line: int, record: Mapping[str, Any], *, campaign: str | None, company_id: str | None) -> InputRow | Problem:
     try:
         for name in _REQUIRED:
@@ -157,18 +182,20 @@ def _row(line: int, record: Mapping[str, Any], *, campaign: str | None, company_
                 return Problem(line, f"{name} is empty" if name in record else f"{name} is missing")
         user_id = check_text("user_id", record["user_id"], is_id=True)
         event = check_text("event", record["event"], is_id=False)
-        company = record.get("company_id") or company_id
+        company = _optional(record, "company_id")
+        if company is None:
+            company = company_id
         if company is None:
             return Problem(line, "no company_id: add the column, or pass --company-id / set ENKASH_COMPANY_ID")
         company = check_text("company_id", company, is_id=True)
-        given = record.get("request_id") or ""
-        if given:
-            request_id = check_text("request_id", given, is_id=True)
+        given = _optional(record, "request_id")
+        if given is not None:
+            request_id = given = check_text("request_id", given, is_id=True)
         elif campaign is None:
             return Problem(line, "no request_id: add the column, or pass --campaign to derive ids")
         else:
             request_id = derive_row_id(campaign, company, user_id, event)
     except InvalidInputError as exc:
         return Problem(line, exc.message)
-    return InputRow(line=line, company_id=company, user_id=user_id, event=event, given_id=given,
+    return InputRow(line=line, company_id=company, user_id=user_id, event=event, given_id=given or "",
                     request_id=request_id)

@@ -118,6 +118,7 @@ class Journal:
         self._lock = lock
         self.created = created  # this run made the file
         self.discarded = False
+        self.aside: Path | None = None  # where an older journal was set aside (--new-journal)
         self.generation = 0
 
     # -- opening -----------------------------------------------------------
@@ -144,7 +145,11 @@ class Journal:
             try:
                 with contextlib.closing(sqlite3.connect(path)) as old:  # fold the WAL into the file first
                     old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                os.replace(path, set_aside)
+                n = 1
+                while set_aside.exists() or Path(f"{set_aside}-wal").exists():  # never overwrite one kept aside
+                    n += 1
+                    set_aside = set_aside.with_name(f"{set_aside.name.rsplit('~', 1)[0]}~{n}")
+                os.rename(path, set_aside)
                 for suffix in ("-wal", "-shm"):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(f"{path}{suffix}")
@@ -153,16 +158,33 @@ class Journal:
                 raise JournalError(f"cannot set journal {path} aside: {exc}") from None
         created = not path.exists()
         try:
-            db = sqlite3.connect(path, isolation_level=None)
+            db = sqlite3.connect(path.resolve().as_uri(), isolation_level=None, uri=True)
         except sqlite3.Error as exc:
             lock.close()
             raise JournalError(f"cannot open journal {path}: {exc}") from None
         journal = cls(path, db, lock, created)
+        journal.aside = set_aside if set_aside is not None and set_aside.exists() else None
         try:
             journal._setup()
         except BaseException:
             journal.close()
             raise
+        return journal
+
+    @classmethod
+    def peek(cls, path: Path) -> Journal:
+        """An existing journal, read-only and unlocked (``--dry-run``): its checks, no change."""
+        try:
+            db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", isolation_level=None, uri=True)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {path}: {exc}") from None
+        journal = cls(path, db, None, False)
+        try:
+            journal._check()
+        except BaseException:
+            journal.close()
+            raise
+        journal.generation = int(journal.meta("loaded") or 0)
         return journal
 
     @classmethod
@@ -172,14 +194,11 @@ class Journal:
         journal._setup()
         return journal
 
-    def _setup(self) -> None:
-        db = self._db
+    def _check(self) -> None:
+        """Refuse a file that is not a journal of this schema."""
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA journal_size_limit=16777216")  # truncate the WAL back to 16 MB after checkpoints
-            db.execute("PRAGMA temp_store=FILE")
-            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            self._db.execute("PRAGMA temp_store=FILE")
+            tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path} is not a journal of enkash-coins ({exc})") from None
         if tables and "meta" not in tables:
@@ -189,6 +208,16 @@ class Journal:
                 f"journal {self.path} was written by an older enkash-coins (schema {self.meta('schema') or '1'}); "
                 "finish that campaign with the version that started it"
             )
+
+    def _setup(self) -> None:
+        db = self._db
+        self._check()
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA journal_size_limit=16777216")  # truncate the WAL back to 16 MB after checkpoints
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{self.path} is not a journal of enkash-coins ({exc})") from None
         db.executescript("""
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS rows (
@@ -198,6 +227,7 @@ class Journal:
                 request_id TEXT NOT NULL UNIQUE,
                 line INTEGER,
                 seen INTEGER NOT NULL,
+                born INTEGER NOT NULL,
                 status TEXT NOT NULL,
                 inflight INTEGER NOT NULL DEFAULT 0,
                 maybe_applied INTEGER NOT NULL DEFAULT 0,
@@ -211,7 +241,7 @@ class Journal:
             CREATE INDEX IF NOT EXISTS by_line ON rows (line);
             INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '2');
         """)
-        self.generation = int(self.meta("generation") or 0)
+        self.generation = int(self.meta("loaded") or 0)  # the last input loaded in full
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -270,29 +300,33 @@ class Journal:
         mine = self.campaign
         if campaign is None or campaign == mine:
             return mine if campaign is None else campaign
-        if mine is not None and self.ever_sent:
+        if mine is not None and self.ever_sent:  # the same refusal for a dry run
             raise JournalError(
                 f"journal {self.path} belongs to campaign {mine!r}, not {campaign!r}. Rows of {mine!r} "
                 f"were sent with requestIds derived from its name; under {campaign!r} every row would get "
                 f"a new requestId and be credited again. To finish {mine!r}, pass --campaign {mine!r} "
                 "(or leave --campaign out). A different campaign needs its own journal; see --new-journal"
             )
-        if not self.ever_sent and not self.empty:  # nothing left this machine: start over under the new name
-            self._db.execute("DELETE FROM rows")
+        if not self.ever_sent and not self.empty and self._lock is not None:
+            self._db.execute("DELETE FROM rows")  # nothing left this machine: start over under the new name
         return campaign
 
     # -- loading the input -------------------------------------------------------
 
     def load(self, rows: Iterable[InputRow | Problem], problem: Callable[[Problem], None], *,
-             campaign: str | None, source: str, merge: bool = True) -> LoadReport | None:
-        """Validate ``rows`` into the journal; None (and nothing changed) if any is bad.
+             campaign: str | None, source: str) -> LoadReport | None:
+        """:meth:`validate`, then :meth:`merge` if every row is valid; None (nothing changed) if not."""
+        count = self.validate(rows, problem, source=source)
+        return None if count is None else self.merge(count, campaign=campaign, source=source)
+
+    def validate(self, rows: Iterable[InputRow | Problem], problem: Callable[[Problem], None], *,
+                 source: str) -> int | None:
+        """Read ``rows`` into a temporary table; the number of rows, or None if any is bad.
 
         Every bad row goes to ``problem`` as it is found; memory stays flat whatever
-        the file's size. Duplicate requestIds, and a requestId that the journal
-        already holds for another row, are problems too. ``merge=False`` only
-        validates (``--dry-run``). Only a wholly valid input
-        changes the journal: new identities are added as pending, known ones keep
-        their status and requestId, missing ones stay but are no longer sent.
+        the file's size. Duplicate requestIds, a requestId that the journal already
+        holds for another row, and a sent row given another request_id are problems
+        too. Nothing in the journal changes.
         """
         db = self._db
         db.execute("DROP TABLE IF EXISTS temp.input")
@@ -318,22 +352,39 @@ class Journal:
             db.execute("CREATE INDEX temp.input_ids ON input (request_id)")
             bad += self._duplicates(problem)
             bad += self._conflicts(problem)
+            bad += self._changed_ids(problem)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         if bad:
-            db.execute("DROP TABLE temp.input")
             return None
         if count == 0:
-            db.execute("DROP TABLE temp.input")
             raise InvalidInputError(f"{source}: no rows to send")
-        report = self._merge(count) if merge else LoadReport(rows=count, added=0, removed=0, removed_maybe_applied=0)
-        db.execute("DROP TABLE temp.input")
-        if campaign is not None:
-            self._set(campaign=campaign)
-        self._set(source=source)
-        return report
+        return count
+
+    def sent_elsewhere(self, other: Path) -> tuple[int, str | None]:
+        """How many validated rows another journal sent (credited or maybe), and its campaign.
+
+        Same company, user and event, whatever the request_id: a new journal for rows
+        that another journal already sent would send them again.
+        """
+        db = self._db
+        try:
+            db.execute("ATTACH DATABASE ? AS other", (other.resolve().as_uri() + "?mode=ro",))
+        except sqlite3.Error:
+            return 0, None
+        try:
+            campaign = db.execute("SELECT value FROM other.meta WHERE key = 'campaign'").fetchone()
+            (sent,) = db.execute(
+                "SELECT COUNT(*) FROM temp.input i JOIN other.rows r ON r.company_id = i.company_id"
+                " AND r.user_id = i.user_id AND r.event = i.event"
+                " WHERE r.status IN ('succeeded', 'unknown') OR r.maybe_applied OR r.inflight").fetchone()
+            return int(sent), None if campaign is None else str(campaign[0])
+        except sqlite3.Error:  # not a journal of this schema: nothing to compare
+            return 0, None
+        finally:
+            db.execute("DETACH DATABASE other")
 
     def _duplicates(self, problem: Callable[[Problem], None]) -> int:
         """Rows whose requestId an earlier row already has (SQLite finds them by index)."""
@@ -362,12 +413,64 @@ class Journal:
                                   "would be refused or misreported"))
         return bad
 
-    def _merge(self, count: int) -> LoadReport:
-        """Upsert the validated input into ``rows`` in short transactions (the WAL stays small)."""
+    def _changed_ids(self, problem: Callable[[Problem], None]) -> int:
+        """New rows that look like a row already sent, under another request_id.
+
+        A row's identity includes the file's own request_id, so giving a sent row an
+        id (or another id) makes it a new row: sent again, credited again. When the
+        same company, user and event is also a sent row that left the input, that is
+        almost surely an edit of the id, and it is refused.
+        """
+        bad = 0
+        sent = "(r.status IN ('succeeded', 'unknown') OR r.maybe_applied OR r.inflight)"
+        candidates = (" FROM temp.input i JOIN rows r ON r.company_id = i.company_id AND r.user_id = i.user_id"
+                      f" AND r.event = i.event AND r.given_id != i.given_id WHERE {sent}")
+        if self._db.execute("SELECT 1" + candidates + " LIMIT 1").fetchone() is None:
+            return 0  # the common case: no sent row shares company, user and event with another id
+        self._db.execute("CREATE INDEX temp.input_identity ON input (company_id, user_id, event, given_id)")
+        query = (
+            "SELECT i.line, r.request_id, r.status FROM temp.input i"
+            " JOIN rows r ON r.company_id = i.company_id AND r.user_id = i.user_id AND r.event = i.event"
+            " AND r.given_id != i.given_id"
+            " WHERE (r.status IN ('succeeded', 'unknown') OR r.maybe_applied OR r.inflight)"
+            " AND NOT EXISTS (SELECT 1 FROM rows x WHERE x.company_id = i.company_id AND x.user_id = i.user_id"
+            "   AND x.event = i.event AND x.given_id = i.given_id)"
+            " AND NOT EXISTS (SELECT 1 FROM temp.input j WHERE j.company_id = r.company_id AND j.user_id = r.user_id"
+            "   AND j.event = r.event AND j.given_id = r.given_id)"
+            " GROUP BY i.line ORDER BY i.line")
+        for line, request_id, status in self._db.execute(query):
+            bad += 1
+            done = "was credited" if status == "succeeded" else "may have been credited"
+            problem(Problem(line, f"the same company, user and event {done} in this campaign as requestId "
+                                  f"{request_id}, and that row is no longer in the file: this row, under another "
+                                  "request_id, would credit the user again. Keep that row's request_id (or leave "
+                                  "the row as it was); for a second credit, keep the first row in the file too"))
+        return bad
+
+    def merge(self, count: int, *, campaign: str | None, source: str) -> LoadReport:
+        """Upsert the validated input into ``rows`` in short transactions (the WAL stays small).
+
+        New identities are added as pending, known ones keep their status and
+        requestId, missing ones stay but are no longer sent.
+
+        The generation is claimed (committed) before the first chunk and marked loaded
+        after the last: rows of a merge that died halfway never count as the input,
+        and the next load removes those it added.
+        """
         db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            started = int(self.meta("generation") or 0)
+            if started > self.generation:  # a merge died halfway: drop what only it added, never sent
+                db.execute("DELETE FROM rows WHERE born = ? AND status = 'pending' AND inflight = 0"
+                           " AND maybe_applied = 0 AND renewals = 0", (started,))
+            generation = max(started, self.generation) + 1
+            self._set(generation=str(generation))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         before = db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
-        self.generation += 1
-        generation = self.generation
         last = 0
         while True:
             db.execute("BEGIN IMMEDIATE")
@@ -375,27 +478,31 @@ class Journal:
                 upper = db.execute("SELECT MAX(line) FROM (SELECT line FROM temp.input WHERE line > ?"
                                    " ORDER BY line LIMIT ?)", (last, MERGE_CHUNK)).fetchone()[0]
                 if upper is None:
-                    self._set(generation=str(generation))
+                    self._set(loaded=str(generation))
                     db.execute("COMMIT")
                     break
                 db.execute(
-                    "INSERT INTO rows (company_id, user_id, event, given_id, request_id, line, seen, status)"
-                    " SELECT company_id, user_id, event, given_id, request_id, line, ?, 'pending' FROM temp.input"
+                    "INSERT INTO rows (company_id, user_id, event, given_id, request_id, line, seen, born, status)"
+                    " SELECT company_id, user_id, event, given_id, request_id, line, ?, ?, 'pending' FROM temp.input"
                     " WHERE line > ? AND line <= ? ORDER BY line"
                     " ON CONFLICT (company_id, user_id, event, given_id)"
                     " DO UPDATE SET line = excluded.line, seen = excluded.seen",
-                    (generation, last, upper))
+                    (generation, generation, last, upper))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             last = upper
+        self.generation = generation
         after = db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
         removed, maybe = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(maybe_applied OR status = 'succeeded'), 0) FROM rows WHERE seen < ?",
+            "SELECT COUNT(*), COALESCE(SUM(maybe_applied OR inflight OR status IN ('succeeded', 'unknown')), 0)"
+            " FROM rows WHERE seen < ?",
             (generation,)).fetchone()
         if removed:
             db.execute("UPDATE rows SET line = NULL WHERE seen < ? AND line IS NOT NULL", (generation,))
+        db.execute("DROP TABLE temp.input")
+        self._set(source=source, **({} if campaign is None else {"campaign": campaign}))
         return LoadReport(rows=count, added=after - before, removed=removed, removed_maybe_applied=maybe)
 
     # -- before sending ------------------------------------------------------------
@@ -423,8 +530,9 @@ class Journal:
         last = 0
         while True:
             rows = db.execute(
-                "SELECT id, company_id, user_id, event, renewals FROM rows WHERE id > ? AND status = 'failed'"
-                " AND maybe_applied = 0 AND seen = ? ORDER BY id LIMIT ?", (last, self.generation, PAGE)).fetchall()
+                "SELECT id, company_id, user_id, event, given_id, renewals FROM rows WHERE id > ?"
+                " AND status = 'failed' AND maybe_applied = 0 AND seen = ? ORDER BY id LIMIT ?",
+                (last, self.generation, PAGE)).fetchall()
             if not rows:
                 return renewed
             db.execute("BEGIN IMMEDIATE")
@@ -432,8 +540,10 @@ class Journal:
                 db.executemany(
                     "UPDATE rows SET request_id = ?, status = 'pending', error = NULL,"
                     " renewals = ? WHERE id = ?",
-                    [(derive_request_id(campaign, company, user, event, "retry", n + 1), n + 1, rid)
-                     for rid, company, user, event, n in rows])
+                    # The row's own id is part of the new one: two allocations of one user
+                    # and event (two request_ids in the file) must never collapse into one.
+                    [(derive_request_id(campaign, company, user, event, given, "retry", n + 1), n + 1, rid)
+                     for rid, company, user, event, given, n in rows])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

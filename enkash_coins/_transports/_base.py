@@ -16,8 +16,10 @@ __all__ = ["Request", "Response", "Transport"]
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
-def _redacted(headers: Mapping[str, str]) -> str:
-    shown = {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
+def _redacted(headers: object) -> str:
+    if not isinstance(headers, Mapping):
+        return f"<{type(headers).__name__}>"
+    shown = {k: ("<redacted>" if str(k).lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
     return repr(shown)
 
 
