@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import math
 import re
 import time
 import unicodedata
@@ -12,6 +11,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import NoReturn, Protocol, runtime_checkable
 
+from ._checks import check_seconds, is_number
 from ._exceptions import (
     AuthenticationError,
     ClientClosedError,
@@ -136,10 +136,7 @@ class PasswordGrant:
             "username": username, "password": password,
             "grant_type": "password", "clientId": client_id,
         }).encode()
-        if isinstance(refresh_margin, bool) or not isinstance(refresh_margin, (int, float)) or not (
-            0 <= refresh_margin < math.inf
-        ):
-            raise InvalidInputError(f"refresh_margin must be finite seconds >= 0, not {refresh_margin!r}")
+        check_seconds("refresh_margin", refresh_margin, zero=True)
         if not callable(clock):
             raise InvalidInputError("clock must be a callable returning monotonic seconds")
         self._margin = refresh_margin
@@ -259,7 +256,7 @@ class PasswordGrant:
             _check_token(token)
         except InvalidInputError:
             return "access_token is missing or not a usable token"
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
+        if not is_number(ttl) or ttl <= 0:
             return "expires_in is missing or not a positive, finite number of seconds"
         assert isinstance(token, str)
         self._token = token

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from ._checks import check_count
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -283,10 +284,8 @@ async def allocate_stream(
     """See :meth:`CoinAllocator.allocate_stream`; ``pacer`` lets the CLI watch the pace it set."""
     if pacer is None:
         pacer = Pacer(rate, max_pause=max_pause)
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
-        raise InvalidInputError(f"concurrency must be an integer from 1 to 10000, not {concurrency!r}")
-    if isinstance(stop_after_unknown, bool) or not isinstance(stop_after_unknown, int) or stop_after_unknown < 1:
-        raise InvalidInputError(f"stop_after_unknown must be an integer >= 1, not {stop_after_unknown!r}")
+    check_count("concurrency", concurrency, high=10_000)
+    check_count("stop_after_unknown", stop_after_unknown)
     run = _Run(requests, stop_after_unknown)
     done: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency * 2)
 

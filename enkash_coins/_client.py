@@ -6,7 +6,6 @@ import asyncio
 import enum
 import functools
 import logging
-import math
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Mapping
 
@@ -15,6 +14,7 @@ import cattrs
 from . import _bulk
 from ._auth import Auth
 from ._bulk import BulkItem, BulkResult, Source
+from ._checks import check_seconds, is_int
 from ._closing import AsyncClosing
 from ._converter import converter
 from ._exceptions import (
@@ -77,14 +77,6 @@ class _Shared:
 def _callable(what: str, value: object, *, optional: bool = False) -> None:
     if not (callable(value) or (optional and value is None)):
         raise InvalidInputError(f"{what} must be callable{' or None' if optional else ''}, not {value!r}")
-
-
-def _timeout(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise InvalidInputError(f"timeout must be a finite number of seconds > 0, or None; not {value!r}")
-    return float(value)
 
 
 class CoinAllocator(AsyncClosing):
@@ -172,7 +164,7 @@ class CoinAllocator(AsyncClosing):
         view.__dict__.update(self.__dict__)
         view._view = True
         if timeout is not None:
-            view._timeout = _timeout(timeout)
+            view._timeout = check_seconds("timeout", timeout)
         if retry is not None:
             view.retry = retry
         if headers is not None:
@@ -376,7 +368,7 @@ class CoinAllocator(AsyncClosing):
         check_text("user_id", user_id, is_id=True)
         path = f"{BALANCE}?{urllib.parse.urlencode({'userId': user_id})}"
         payload = (await self._call("get_balance", "GET", path)).payload
-        if isinstance(payload, bool) or not isinstance(payload, int):
+        if not is_int(payload):
             raise ResponseDecodeError(
                 f"balance payload is {type(payload).__name__}, expected an integer", sent=True
             )

@@ -9,7 +9,8 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._models import AllocationRequest, CoinEvent, CreateEventBody, UpdateEventBody
+from ._checks import is_int
+from ._models import AllocationRequest, CoinEvent, Configuration, CreateEventBody, UpdateEventBody
 
 __all__ = ["converter", "make_converter"]
 
@@ -19,6 +20,22 @@ def _camel(name: str) -> str:
     return head + "".join(word.title() for word in rest)
 
 
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, not {type(value).__name__}")
+    return value
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if not is_int(value):
+        raise TypeError(f"expected an integer, not {type(value).__name__}")
+    return value
+
+
+def _configuration(value: Any, _: type) -> Configuration:
+    return Configuration(_strict_str(value, str))
+
+
 def make_converter() -> cattrs.Converter:
     """Build a converter that renames every field of the wire models to camelCase.
 
@@ -26,6 +43,10 @@ def make_converter() -> cattrs.Converter:
     that carry only the fields a caller set.
     """
     conv = cattrs.Converter()
+    # Strict from the wire: cattrs would turn null into 'None', 10.9 into 10 and true into 1.
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(Configuration, _configuration)  # a str subclass: not the str hook
     for cls in (AllocationRequest, CoinEvent, CreateEventBody, UpdateEventBody):
         overrides: dict[str, Any] = {
             a.name: override(rename=_camel(a.name), omit_if_default=a.default is None)

@@ -8,6 +8,7 @@ import os
 import re
 import time
 
+from ._checks import is_int
 from ._exceptions import InvalidInputError
 
 __all__ = ["derive_request_id", "derive_row_id", "new_request_id"]
@@ -59,7 +60,7 @@ def derive_request_id(campaign: str, *parts: object) -> str:
     for item in parts:
         if isinstance(item, str):
             data = ("s" + item).encode("utf-8", "surrogatepass")
-        elif isinstance(item, int) and not isinstance(item, bool):
+        elif is_int(item):
             data = ("i" + str(item)).encode()
         else:
             raise InvalidInputError(f"request id parts must be strings or integers, not {type(item).__name__}")

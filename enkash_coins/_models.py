@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from ._checks import is_int
 from ._exceptions import InvalidInputError
 
 __all__ = [
@@ -48,6 +49,8 @@ def check_text(what: str, value: object, *, is_id: bool) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
     if (_PLAIN_ID if is_id else _PLAIN_NAME).fullmatch(value):
+        if is_id and value in (".", ".."):  # they would climb a URL path
+            raise InvalidInputError(f"{what} {value!r} is not a usable id")
         return value
     if not value:
         raise InvalidInputError(f"{what} must not be empty")
@@ -93,7 +96,7 @@ def check_headers(headers: object) -> dict[str, str]:
 
 
 def check_amount(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise InvalidInputError(f"amount must be an integer, not {type(value).__name__}")
     if not 0 < value <= MAX_AMOUNT:
         raise InvalidInputError(f"amount must be between 1 and {MAX_AMOUNT}, not {value}")
@@ -198,14 +201,22 @@ class Allocation:
     message: str
 
 
+def _amount(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_amount(value)
+
+
 @attrs.frozen(kw_only=True)
 class CoinEvent:
-    """A coin event configuration: ``amount`` coins are credited per allocation of ``event``."""
+    """A coin event configuration: ``amount`` coins are credited per allocation of ``event``.
 
-    coin_config_id: str
+    Validated like caller input, so an answer from the wire that is not a usable
+    event (an empty id, a negative amount) is refused when it is decoded.
+    """
+
+    coin_config_id: str = attrs.field(validator=_id)
     configuration: Configuration
-    event: str
-    amount: int
+    event: str = attrs.field(validator=_name)
+    amount: int = attrs.field(validator=_amount)
 
 
 @attrs.frozen

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 
+from ._checks import check_seconds, is_number
 from ._exceptions import InvalidInputError
 
 __all__ = ["Pacer"]
@@ -32,15 +33,15 @@ DEFAULT_PAUSE = 1.0
 def check_rate(rate: object) -> float | None:
     if rate is None:
         return None
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
-        raise InvalidInputError(f"rate must be requests per second > 0, or None; not {rate!r}")
+    if not is_number(rate) or rate <= 0:
+        raise InvalidInputError(f"rate must be a finite number of requests per second > 0, or None; not {rate!r}")
     return float(rate)
 
 
 def check_pause(max_pause: object) -> float:
-    if isinstance(max_pause, bool) or not isinstance(max_pause, (int, float)) or not 0 <= max_pause < math.inf:
-        raise InvalidInputError(f"max_pause must be a finite number of seconds >= 0, not {max_pause!r}")
-    return float(max_pause)
+    pause = check_seconds("max_pause", max_pause, zero=True)
+    assert pause is not None
+    return pause
 
 
 class Pacer:

@@ -6,6 +6,7 @@ import email.utils
 import time
 from typing import Any
 
+from ._checks import is_int
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -66,7 +67,7 @@ def _envelope(data: Any) -> Envelope | None:
         return None
     code = data.get("response_code")
     message = data.get("response_message", "")
-    if isinstance(code, bool) or not isinstance(code, int) or not isinstance(message, str):
+    if not is_int(code) or not isinstance(message, str):
         return None
     return Envelope(code, message, data.get("payload"))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 import attrs
 import backoff
 
+from ._checks import check_count, check_seconds
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -49,18 +49,16 @@ T = TypeVar("T")
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{attribute.name} must be an integer >= 1, not {value!r}")
+    check_count(attribute.name, value)
 
 
 def _budget(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None:
-        _positive_int(instance, attribute, value)
+        check_count(attribute.name, value)
 
 
 def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise InvalidInputError(f"{attribute.name} must be a finite number of seconds >= 0, not {value!r}")
+    check_seconds(attribute.name, value, zero=True)
 
 
 @attrs.frozen(kw_only=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import math
 import os
 import re
 import ssl as _ssl
@@ -24,6 +23,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict
 from yarl import URL
 
+from .._checks import check_count, check_seconds
 from .._closing import AsyncClosing
 from .._exceptions import (
     ClientClosedError,
@@ -126,8 +126,8 @@ class AiohttpTransport(AsyncClosing):
                 f"ssl must be None (verify with the system CAs) or an ssl.SSLContext, not {_kind(ssl)}; "
                 "to trust a private CA, pass ssl.create_default_context(cafile=...)")
         self._ssl: _ssl.SSLContext | bool = True if ssl is None else ssl  # True: aiohttp's default checks
-        self._max_bytes = _check_count("max_response_bytes", max_response_bytes)
-        self._max_connections = _check_count("max_connections", max_connections)
+        self._max_bytes = check_count("max_response_bytes", max_response_bytes)
+        self._max_connections = check_count("max_connections", max_connections)
         self._trust_env = trust_env
         headers = {"User-Agent": USER_AGENT + _product(app_info), **_check_headers(default_headers)}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -418,21 +418,10 @@ def _check_flag(what: str, value: object) -> None:
         _fail(f"{what} must be True or False, not {_kind(value)}")
 
 
-def _check_count(what: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        _fail(f"{what} must be an integer of at least 1, not {_kind(value)}")
-    return value
-
-
 def _check_timeout(what: str, value: object) -> float:
-    if not isinstance(value, bool) and isinstance(value, (int, float)):
-        try:
-            seconds = float(value)
-        except OverflowError:
-            seconds = math.inf
-        if 0 < seconds < math.inf:
-            return seconds
-    _fail(f"{what} must be a finite, positive number of seconds, not {_kind(value)}")
+    seconds = check_seconds(what, value)
+    assert seconds is not None
+    return seconds
 
 
 def _check_proxy(value: object) -> URL | None:

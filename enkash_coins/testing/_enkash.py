@@ -24,7 +24,8 @@ from typing import Any
 import attrs
 
 from .. import _routes as routes
-from .._exceptions import InvalidInputError
+from .._checks import check_count, is_int
+from .._pace import check_rate
 from .._transports import Request, Response
 from ._faults import Dropped, Faults
 
@@ -137,11 +138,8 @@ class FakeEnKash:
         request_log: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if rate_limit is not None and (isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float))
-                                       or not 0 < rate_limit < math.inf):
-            raise InvalidInputError(f"rate_limit must be requests per second > 0, or None; not {rate_limit!r}")
-        if isinstance(request_log, bool) or not isinstance(request_log, int) or request_log < 0:
-            raise InvalidInputError(f"request_log must be an integer >= 0, not {request_log!r}")
+        check_rate(rate_limit)
+        check_count("request_log", request_log, low=0)
         self.faults = faults or Faults()
         self.rate_limit = rate_limit
         self._bucket = (float(rate_limit or 0), clock())  # (tokens, when)
@@ -377,7 +375,7 @@ class FakeEnKash:
             "configuration": lambda v: v in _CONFIGURATIONS,
             "companyId": lambda v: isinstance(v, str) and bool(v),
             "event": lambda v: isinstance(v, str) and bool(v),
-            "amount": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+            "amount": lambda v: is_int(v) and v > 0,
         }
         for name, ok in checks.items():
             if name in body:

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from .._checks import check_seconds, is_number
 from .._exceptions import InvalidInputError
 from .._routes import NAMES
 from .._transports import Response
@@ -38,13 +39,12 @@ class Dropped(Exception):
 
 
 def _fraction(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+    if not is_number(value) or not 0 <= value <= 1:
         raise InvalidInputError(f"{attribute.name} must be a fraction between 0 and 1, not {value!r}")
 
 
 def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise InvalidInputError(f"{attribute.name} must be seconds >= 0, not {value!r}")
+    check_seconds(attribute.name, value, zero=True)
 
 
 def _routes(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -59,7 +59,23 @@ def _plan(instance: object, attribute: attrs.Attribute[Any], value: tuple[str, .
 
 
 def _to_routes(value: Any) -> frozenset[str] | None:
-    return None if value is None else frozenset([value] if isinstance(value, str) else value)
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else _items("routes", value)
+    if not all(isinstance(item, str) for item in items):
+        raise InvalidInputError(f"routes must be route names, not {value!r}")
+    return frozenset(items)
+
+
+def _to_plan(value: Any) -> tuple[str, ...]:
+    return tuple(_items("plan", [value] if isinstance(value, str) else value))
+
+
+def _items(what: str, value: Any) -> list[Any]:
+    try:
+        return list(value)
+    except TypeError:
+        raise InvalidInputError(f"{what} must be a collection of names, not {type(value).__name__}") from None
 
 
 @attrs.frozen(kw_only=True)
@@ -99,7 +115,7 @@ class Faults:
     gateway_400: float = attrs.field(default=0.0, validator=_fraction)
     gateway_404: float = attrs.field(default=0.0, validator=_fraction)
     forbidden: float = attrs.field(default=0.0, validator=_fraction)
-    plan: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_plan)
+    plan: tuple[str, ...] = attrs.field(default=(), converter=_to_plan, validator=_plan)
     retry_after: float = attrs.field(default=0, validator=_seconds)
     hang_seconds: float = attrs.field(default=5.0, validator=_seconds)
     latency: float = attrs.field(default=0.0, validator=_seconds)

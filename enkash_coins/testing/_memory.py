@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import urllib.parse
 from collections.abc import Awaitable, Callable
 
+from .._checks import check_seconds
 from .._closing import AsyncClosing
 from .._exceptions import ClientClosedError, InvalidInputError, RequestTimeoutError, TransportError
 from .._transports import Request, Response
@@ -71,9 +71,7 @@ class InMemoryTransport(MockTransport):
     def __init__(self, fake: FakeEnKash | Handler | None = None, *, timeout: float | None = 10.0) -> None:
         if fake is None:
             fake = FakeEnKash()
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or not 0 < timeout < math.inf):
-            raise InvalidInputError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+        check_seconds("timeout", timeout, none=True)
         if isinstance(fake, FakeEnKash):
             self.fake: FakeEnKash | None = fake
             super().__init__(fake.handle)
