@@ -31,8 +31,10 @@ from ._exceptions import (
     WrongEventLoopError,
 )
 from ._ids import derive_request_id, new_request_id
+from ._logging import setup as _setup_logging
 from ._models import Allocation, AllocationRequest, CoinEvent, Configuration
 from ._retry import RetryBudget, RetryEvent, RetryPolicy
+from ._sync import SyncCoinAllocator
 from ._transports import AiohttpTransport, Request, Response, Transport
 from ._version import __version__
 
@@ -79,6 +81,7 @@ __all__ = [
     "RunStoppedError",
     "ServerError",
     "StaticToken",
+    "SyncCoinAllocator",
     "TLSError",
     "TokenError",
     "Transport",
@@ -89,6 +92,7 @@ __all__ = [
     "new_request_id",
 ]
 
+_setup_logging()  # ENKASH_LOG, when set
 
 #: Names that live in enkash_coins.testing, reachable here without importing it eagerly.
 _TESTING = frozenset({"FakeEnKash", "FakeServer", "Faults", "InMemoryTransport", "LedgerEntry", "LoggedRequest",

@@ -44,6 +44,7 @@ from ._pace import Pacer
 from ._response import check_response
 from ._retry import Call, RetryBudget, RetryEvent, RetryPolicy, may_have_applied, run
 from ._routes import ALLOCATE, BALANCE, CREATE_EVENT, EVENT
+from ._telemetry import watch_budget
 from ._transports import Request, Response, Transport
 
 __all__ = ["CoinAllocator"]
@@ -113,6 +114,8 @@ class CoinAllocator(AsyncClosing):
         policy = retry or RetryPolicy()
         budget = None if policy.budget is None else RetryBudget(
             policy.budget, retry_cost=policy.retry_cost, timeout_retry_cost=policy.timeout_retry_cost)
+        if budget is not None:
+            watch_budget(budget)
         self._shared = _Shared(transport, auth, budget)
         self.company_id = None if company_id is None else check_text("company_id", company_id, is_id=True)
         self.retry = policy

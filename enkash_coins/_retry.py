@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import attrs
 import backoff
 
+from . import _telemetry as telemetry
 from ._checks import check_count, check_seconds
 from ._exceptions import (
     APIError,
@@ -106,7 +107,7 @@ class RetryBudget:
     keeping a client from multiplying the load on a struggling EnKash.
     """
 
-    __slots__ = ("_tokens", "capacity", "retry_cost", "timeout_retry_cost")
+    __slots__ = ("__weakref__", "_tokens", "capacity", "retry_cost", "timeout_retry_cost")
 
     def __init__(self, capacity: int, *, retry_cost: int = 5, timeout_retry_cost: int = 10) -> None:
         self.capacity = capacity
@@ -242,6 +243,31 @@ async def run(
     on_retry: Callable[[RetryEvent], object] | None,
     pacer: Pacer | None = None,
 ) -> T:
+    """:func:`_run`, inside one OpenTelemetry span when an application configured tracing or metrics."""
+    span = telemetry.start(call)
+    if span is None:
+        return await _run(call, attempt, policy, budget, on_retry, pacer, None)
+    try:
+        result = await _run(call, attempt, policy, budget, on_retry, pacer, span)
+    except EnKashError as error:
+        span.end(error)
+        raise
+    except BaseException:
+        span.cancelled()
+        raise
+    span.end(None)
+    return result
+
+
+async def _run(
+    call: Call,
+    attempt: Callable[[Call], Awaitable[T]],
+    policy: RetryPolicy,
+    budget: RetryBudget | None,
+    on_retry: Callable[[RetryEvent], object] | None,
+    pacer: Pacer | None,
+    span: telemetry.Span | None,
+) -> T:
     """Run ``attempt(call)`` until it succeeds or a rule says stop; raise the finished error.
 
     With a ``pacer`` (bulk runs), each attempt waits for its turn, and a 429 pauses
@@ -266,7 +292,10 @@ async def run(
                 call.maybe_applied = True
             if pacer is not None and isinstance(error, RateLimitError) and call.throttled < MAX_THROTTLED:
                 call.throttled += 1
-                deadline += pacer.throttled(started, error.retry_after)
+                pause = pacer.throttled(started, error.retry_after)
+                deadline += pause
+                if span is not None:
+                    span.attempt(error, pause)
                 continue
             wait: float | None = None
             exhausted = False
@@ -287,6 +316,8 @@ async def run(
                         call.spent += budget.cost(error)
                     else:
                         wait, exhausted = None, True
+            if span is not None:
+                span.attempt(error, wait)
             if wait is None:
                 finished = call.finish(error, budget_exhausted=exhausted, sent=sent)
                 raise finished from finished.__cause__

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,9 +16,28 @@ def test_every_benchmark_scenario_runs(tmp_path: Path) -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "latest.json").read_text())
-    assert {"allocate_http", "sdk_overhead", "bulk_memory", "token_single_flight", "under_faults"} <= set(data)
+    assert {"allocate_http", "sdk_overhead", "bulk_memory", "token_single_flight", "under_faults",
+            "campaign"} <= set(data)
     assert [row["concurrency"] for row in data["allocate_http"]["rows"]] == [1, 16, 64, 256]
     assert data["token_single_flight"]["token_requests"] == 1
     assert data["under_faults"]["fault_free"]["succeeded"] == data["under_faults"]["n"]
     assert data["machine"]["cpu_count"] >= 1
-    assert "Allocate over HTTP" in (tmp_path / "latest.md").read_text()
+    markdown = (tmp_path / "latest.md").read_text()
+    assert "Allocate over HTTP" in markdown
+    assert "Campaign" in markdown
+    check_campaign(data["campaign"])
+
+
+def check_campaign(c: dict[str, Any]) -> None:
+    """`enkash-coins bulk` against `serve`, side by side with allocate_many, and its three other parts, ran tiny."""
+    side = c["side_by_side"]
+    assert side["rounds"] == 2 and side["succeeded_all"], side
+    for run in side["runs"]["cli"]:
+        assert run["rc"] == 0 and run["statuses"] == {"succeeded": side["rows"]}
+        assert run["peak_rss_mb"] > 10 and run["wal_peak_mb"] >= 0 and run["first10_rps"] > 0
+    assert all(run["succeeded"] == side["rows"] for run in side["runs"]["allocate_many"])
+    assert c["dry_run"]["ok"] and c["dry_run"]["peak_rss_mb"] > 10
+    assert c["paced"]["statuses"] == {"succeeded": c["paced"]["rows"]} and c["paced"]["measured_rps"] > 0
+    limited = c["rate_limited"]
+    assert limited["statuses"] == {"succeeded": limited["rows"]} and limited["requests"] >= limited["rows"]
+    assert {t["target"] for t in c["targets"]} >= {"bulk peak RSS (MB)", "WAL peak (MB)"}

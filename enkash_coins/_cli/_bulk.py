@@ -26,7 +26,16 @@ from .._models import AllocationRequest
 from .._pace import Pacer
 from .._routes import ALLOCATE
 from . import _exit
-from ._config import ConfigError, Connection, add_connection_flags, company_from, connect, env_default, from_env
+from ._config import (
+    ConfigError,
+    Connection,
+    add_connection_flags,
+    company_from,
+    connect,
+    env_default,
+    from_env,
+    verbosity,
+)
 from ._input import InputRow, Problem, read_input
 from ._journal import Journal, JournalError
 from ._registry import Registry
@@ -44,7 +53,7 @@ class InputProblems(InvalidInputError):
 
 def add_parser(commands: Any) -> None:
     p = commands.add_parser(
-        "bulk", help="allocate coins for every row of a CSV or JSON Lines file, resumably",
+        "bulk", parents=[verbosity()], help="allocate coins for every row of a CSV or JSON Lines file, resumably",
         description="Allocate coins for every row of FILE (CSV with a header, or JSON Lines). "
                     "Columns: user_id, event, optional company_id, optional request_id. "
                     "Every outcome is journaled; run the same command again to finish an interrupted run.",
@@ -71,7 +80,6 @@ def add_parser(commands: Any) -> None:
                    help="the longest pause a 429's Retry-After can impose on the run (default 60)")
     p.add_argument("--stop-after-unknown", metavar="N",
                    help="stop after this many unknown or unsendable outcomes in a row (default 20)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress line or notes; summary and errors only")
     add_connection_flags(p)
     p.set_defaults(run=main)
 

@@ -13,7 +13,7 @@ import attrs
 
 from .._client import CoinAllocator
 from . import _exit
-from ._config import Connection, add_connection_flags, connect
+from ._config import Connection, add_connection_flags, connect, verbosity
 
 __all__ = ["add_parsers"]
 
@@ -21,7 +21,7 @@ Action = Callable[[CoinAllocator, argparse.Namespace], Awaitable[Any]]
 
 
 def _command(commands: Any, name: str, help: str, action: Action, *, company: bool) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
+    p: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help, parents=[verbosity()])
     add_connection_flags(p, company=company)
     p.set_defaults(run=lambda args: _run(action, args))
     return p

@@ -19,7 +19,7 @@ from .._retry import RetryPolicy
 from .._transports import AiohttpTransport
 from ._guard import TokenGuard
 
-__all__ = ["ConfigError", "Connection", "add_connection_flags", "connect", "env_default", "from_env"]
+__all__ = ["ConfigError", "Connection", "add_connection_flags", "connect", "env_default", "from_env", "verbosity"]
 
 SECRETS = ("ENKASH_USERNAME", "ENKASH_PASSWORD", "ENKASH_CLIENT_ID", "ENKASH_CLIENT_SECRET")
 T = TypeVar("T")
@@ -27,6 +27,17 @@ T = TypeVar("T")
 
 class ConfigError(InvalidInputError):
     """The command line or environment does not say how to reach EnKash."""
+
+
+def verbosity() -> argparse.ArgumentParser:
+    """-v / -q, accepted before or after the command."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                   help="log what the SDK does on stderr: -v retries and warnings, -vv every request "
+                        "(no secret is ever logged; env ENKASH_LOG=info|debug does the same)")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress line or notes; the summary and errors only")
+    return p
 
 
 def env_default(help: str, env: str, default: object = None) -> str:

@@ -17,6 +17,7 @@ from .._retry import RetryPolicy
 from .._transports import AiohttpTransport
 from ..testing import FakeEnKash, FakeServer, Faults
 from ._bulk import BulkOptions, run_bulk
+from ._config import verbosity
 from ._render import Reporter
 
 __all__ = ["add_parser"]
@@ -30,7 +31,8 @@ DEMO_FAULTS = Faults(server_error=0.02, unavailable=0.02, bad_gateway=0.01, drop
 
 
 def add_parser(commands: Any) -> None:
-    p = commands.add_parser("demo", help="run a sample campaign against the embedded fake EnKash (no real coins)")
+    p = commands.add_parser("demo", parents=[verbosity()],
+                            help="run a sample campaign against the embedded fake EnKash (no real coins)")
     p.add_argument("--concurrency", type=int, default=32,
                    help="requests in flight at once (default 32), as in `bulk --concurrency`")
     p.set_defaults(run=main)

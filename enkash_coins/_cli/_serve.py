@@ -14,6 +14,7 @@ from typing import Any
 from .._exceptions import InvalidInputError
 from ..testing import FakeEnKash, FakeServer, Faults
 from ..testing._faults import KINDS
+from ._config import verbosity
 
 __all__ = ["add_parser"]
 
@@ -22,7 +23,7 @@ DEMO_TOKEN_TTL = 24 * 3600.0
 
 def add_parser(commands: Any) -> None:
     p = commands.add_parser(
-        "serve", help="serve the fake EnKash over HTTP (127.0.0.1 by default)",
+        "serve", parents=[verbosity()], help="serve the fake EnKash over HTTP (127.0.0.1 by default)",
         description="Serve the fake EnKash over HTTP until SIGINT/SIGTERM. "
                     "Binds to 127.0.0.1 unless --host says otherwise.",
     )
