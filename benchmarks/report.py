@@ -10,12 +10,25 @@ TARGETS = {"rps": 0.90, "cpu": 1.15, "memory_mb": 20.0}
 
 def write_markdown(r: dict[str, Any], path: Path) -> None:
     m = r["machine"]
-    http = r["allocate_http"]
+    code = r.get("code", {})
     lines = [
         f"Machine: {m['cpu_count']} CPUs ({m['processor']}), Python {m['python']}, aiohttp {m['aiohttp']}, "
         f"enkash-coins {m['enkash_coins']}, {m['date']}. Whole run: {r['seconds']:.0f} s."
+        + (f" Code: {code['commit']}" + (" plus uncommitted changes to enkash_coins/" if code.get(
+            "enkash_coins_dirty") else "") + "." if code.get("commit") else "")
         + (" **Quick run: numbers are meaningless.**" if r.get("quick") else ""),
         "",
+    ]
+    if all(k in r for k in ("allocate_http", "sdk_overhead", "bulk_memory", "token_single_flight", "under_faults")):
+        lines += _first_five(r)
+    if "campaign" in r:
+        lines += _campaign(r["campaign"])
+    path.write_text("\n".join(lines))
+
+
+def _first_five(r: dict[str, Any]) -> list[str]:
+    http = r["allocate_http"]
+    lines = [
         f"**1. Allocate over HTTP** (N={http['n']} per run, median of {http['repeats']} interleaved runs; "
         "server in its own process):",
         "",
@@ -60,7 +73,52 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         lines.append(f"| {label.replace('_', ' ')} | {x['rps']:,.0f} | {x['requests']:,} | {x['extra_requests']:,} "
                      f"| {x['succeeded']:,} | {x['unknown']:,} |")
     lines += ["", f"Throughput with 10% 503s: {f['throughput_ratio']:.2f}× the fault-free run.", ""]
-    path.write_text("\n".join(lines))
+    return lines
+
+
+def _campaign(c: dict[str, Any]) -> list[str]:
+    s, d, p, lim = c["side_by_side"], c["dry_run"], c["paced"], c["rate_limited"]
+    load = c["load_start"][0], c["load_end"][0]
+    lines = [
+        f"**6. Campaign** (`enkash-coins bulk FILE --concurrency {s['concurrency']} -q` on a generated CSV of "
+        f"{s['rows']:,} rows, one event, unique users; `serve --request-log 0` in its own process on the other "
+        f"core; each run a fresh process; {s['rounds']} interleaved rounds against `allocate_many` on the same "
+        f"server; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end; \"others' CPU share\": the "
+        "share of both cores other processes used during the run, from /proc/stat):",
+        "",
+        "| run | rows/s whole run | rows/s first 10% | rows/s last 10% | last ÷ first | peak RSS (MB) "
+        "| WAL peak (MB) | CPU s (user+sys) | server CPU s | wall s | others' CPU share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, (cli, many) in enumerate(zip(s["runs"]["cli"], s["runs"]["allocate_many"], strict=True), 1):
+        for label, x in ((f"round {i}: `bulk`", cli), (f"round {i}: `allocate_many`", many)):
+            wal = f"{x['wal_peak_mb']:.1f}" if "wal_peak_mb" in x else "–"
+            lines.append(
+                f"| {label} | {x['rows_per_s']:,.0f} | {x['first10_rps']:,.0f} | {x['last10_rps']:,.0f} "
+                f"| {x['last_vs_first']:.2f} | {x['peak_rss_mb']:.1f} | {wal} "
+                f"| {x['cpu_user_s'] + x['cpu_sys_s']:.1f} | {x['server_cpu_s']:.1f} | {x['wall_s']:.1f} "
+                f"| {x['others_share']:.0%} |")
+    each = ", ".join(f"{x:.2f}" for x in s["cli_vs_many_each"])
+    lines += [
+        "",
+        f"`bulk` whole-run rows/s ÷ `allocate_many`: {s['cli_vs_many']:.2f} (median; per round: {each}). "
+        f"`--dry-run` of {d['rows']:,} rows: {d['seconds']:.1f} s (median of {d['repeats']}), peak RSS "
+        f"{d['peak_rss_mb']:.1f} MB. `--rate {p['rate']:g}` on {p['rows']:,} rows: {p['measured_rps']:.1f} rows/s "
+        f"measured ({p['error']:+.1%}). `serve --rate-limit {lim['limit']:g}`, {lim['rows']:,} rows at concurrency "
+        f"{lim['concurrency']}, no `--rate`: {lim['unknown']} unknown, {lim['answered_429']} of {lim['requests']:,} "
+        f"requests answered 429 ({lim['share_429']:.1%}), {lim['send_rps']:.0f} rows/s "
+        f"({lim['vs_limit']:.2f}× the limit). Others' CPU share during the dry runs: "
+        + ", ".join(f"{x:.0%}" for x in d.get("others_share_each", [])) + ".",
+        "",
+        "| target | measured | bound | met |",
+        "|---|---:|---:|:---:|",
+    ]
+    for t in c["targets"]:
+        value = t["value"]
+        shown = f"{value:.1%}" if "share" in t["target"] else f"{value:,.2f}" if isinstance(value, float) else value
+        lines.append(f"| {t['target']} | {shown} | {t['bound']} | {'yes' if t['ok'] else '**no**'} |")
+    lines.append("")
+    return lines
 
 
 def write_plot(r: dict[str, Any], path: Path) -> None:
@@ -71,9 +129,16 @@ def write_plot(r: dict[str, Any], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:  # the bench extra is missing: table only
         return
+    campaign = r.get("campaign")
+    if "allocate_http" not in r:
+        return
     rows = r["allocate_http"]["rows"]
     conc = [row["concurrency"] for row in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if campaign and campaign["side_by_side"]["runs"]["cli"][0].get("curve"):
+        fig, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.2))
+        _campaign_plot(third, campaign)
+    else:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for key, label in (("sdk", "enkash-coins SDK"), ("raw_aiohttp", "raw aiohttp"), ("raw_httpx", "raw httpx")):
         left.plot(conc, [row[f"{key}_rps"] for row in rows], marker="o", label=label)
         right.plot(conc, [row[f"{key}_cpu_us"] for row in rows], marker="o", label=label)
@@ -88,7 +153,24 @@ def write_plot(r: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     m = r["machine"]
-    fig.suptitle(f"Allocate over HTTP, {m['cpu_count']} CPUs, Python {m['python']}, aiohttp {m['aiohttp']}")
+    fig.suptitle(f"{m['cpu_count']} CPUs, Python {m['python']}, aiohttp {m['aiohttp']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _campaign_plot(ax: Any, c: dict[str, Any]) -> None:
+    s = c["side_by_side"]
+    for i, (cli, many) in enumerate(zip(s["runs"]["cli"], s["runs"]["allocate_many"], strict=True), 1):
+        for x, label, style in ((cli, "enkash-coins bulk", "-"), (many, "allocate_many", "--")):
+            points = x.get("curve") or []
+            if points:
+                ax.plot([100 * (j + 0.5) / len(points) for j in range(len(points))], points, style,
+                        color="C0" if style == "-" else "C1", alpha=0.9 if i == 1 else 0.5,
+                        label=label if i == 1 else None)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("% of the sending time")
+    ax.set_ylabel("rows/s (journal completion times)")
+    ax.set_title(f"Campaign of {s['rows']:,} rows, {s['rounds']} rounds")
+    ax.grid(alpha=0.3)
+    ax.legend()
