@@ -74,23 +74,57 @@ def test_serve_rejects_a_bad_seed_file(tmp_path: Path) -> None:
     assert "event #1 needs company_id" in result.stderr
 
 
-def test_pytest_plugin_fixtures_work_in_a_users_test_suite(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
-    pytester.makepyfile(test_user="""
-        from enkash_coins import AiohttpTransport, CoinAllocator, StaticToken
+def readme_snippet(name: str) -> str:
+    """The code block after ``<!-- plugin-snippet:NAME -->`` in README.md: what a user pastes."""
+    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    after = text.split(f"<!-- plugin-snippet:{name} -->", 1)[1]
+    return after.split("```", 2)[1].split("\n", 1)[1]
 
-        async def test_in_memory(enkash_coins, enkash_fake, enkash_company_id):
-            enkash_fake.add_event("REFERRAL_EVENT", 50, company_id=enkash_company_id)
-            await enkash_coins.allocate(user_id="U1", event="REFERRAL_EVENT")
-            assert enkash_fake.balance("U1") == 50
 
-        async def test_over_http(enkash_server, enkash_fake):
-            enkash_fake.add_event("E", 5, company_id="C")
-            async with CoinAllocator(AiohttpTransport(enkash_server.base_url),
-                                     auth=StaticToken(enkash_fake.issue_token()), company_id="C") as coins:
-                await coins.allocate(user_id="U2", event="E")
-            assert enkash_server.base_url.startswith("http://127.0.0.1:")
-            assert enkash_fake.balance("U2") == 5
-    """)
+def test_the_readme_plugin_snippet_runs_in_a_fresh_project(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", pyproject=readme_snippet("pyproject"))
+    pytester.makepyfile(test_user=readme_snippet("test"))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+def test_the_plugin_in_pytest_asyncio_strict_mode(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_mode = strict\n")
+    marked = readme_snippet("test").replace("async def test_", "@pytest.mark.asyncio\nasync def test_")
+    pytester.makepyfile(test_user="import pytest\n" + marked)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_without_pytest_asyncio_the_fixtures_say_what_is_missing(pytester: pytest.Pytester,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    site = pytester.mkdir("site")
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules['pytest_asyncio'] = None  # not installed\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    pytester.makepyfile(test_user="def test_uses_it(enkash_coins):\n    pass\n")
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # as in a project that never installed it
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "enkash_coins.pytest_plugin")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*needs pytest-asyncio: pip install pytest-asyncio*"])
+
+
+def test_fixture_request_ids_are_the_same_on_every_run(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    pytester.makepyfile(test_user="""
+        from enkash_coins import Faults
+
+        from enkash_coins import EnKashError
+
+        async def test_seeded_faults_reproduce(enkash_coins, enkash_fake, enkash_company_id):
+            enkash_fake.add_event("E", 1, company_id=enkash_company_id)
+            enkash_fake.faults = Faults(server_error=0.5, seed=3)
+            for i in range(5):
+                try:
+                    await enkash_coins.allocate(user_id=f"U{i}", event="E")
+                except EnKashError:
+                    pass
+            print("IDS", sorted(enkash_fake.ledger), [r.fault for r in enkash_fake.requests])
+    """)
+    runs = [pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s") for _ in range(2)]
+    lines = [next(line.split("IDS", 1)[1] for line in run.outlines if "IDS" in line) for run in runs]
+    assert lines[0] == lines[1] and "server_error" in lines[0]
