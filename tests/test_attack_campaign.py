@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -167,7 +168,7 @@ def test_sigterm_during_a_long_load_then_the_right_file_sends_the_wrong_files_ro
     merged = 0
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=0.1) as db:
+            with closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=0.1)) as db:
                 merged = db.execute("SELECT COUNT(*) FROM rows WHERE user_id LIKE 'WRONG%'").fetchone()[0]
         except sqlite3.Error:
             merged = 0
@@ -208,7 +209,7 @@ def test_ctrl_c_during_the_load_marks_a_wave_of_unsent_rows_maybe_applied(server
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=0.1) as db:
+            with closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=0.1)) as db:
                 if db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]:
                     break
         except sqlite3.Error:
@@ -225,7 +226,7 @@ def test_ctrl_c_during_the_load_marks_a_wave_of_unsent_rows_maybe_applied(server
     allocs = [r for r in server.get("requests")["requests"] if r["path"].endswith("allocate-coin")]
     print(len(allocs), "allocation requests;", len(server.credits("F7W")), "users credited")
     assert allocs == []  # nothing reached EnKash ...
-    with sqlite3.connect(journal) as db:
+    with closing(sqlite3.connect(journal)) as db:
         maybe = db.execute("SELECT COUNT(*) FROM rows WHERE maybe_applied = 1").fetchone()[0]
     print(maybe, "rows marked maybe applied")
     assert maybe == 0, f"... yet {maybe} rows are marked 'maybe applied' for good (never renewable, needs_check later)"

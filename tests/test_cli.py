@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -198,7 +199,8 @@ def journal_done(path: Path) -> int:
     if not path.exists():
         return 0
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+        # closing(): `with sqlite3.connect()` only commits; 3.13 warns about the unclosed connection
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
             return int(db.execute("SELECT COUNT(*) FROM rows WHERE status = 'succeeded'").fetchone()[0])
     except sqlite3.Error:
         return 0
