@@ -56,7 +56,7 @@ TARGETS = {
 
 # -- measuring -----------------------------------------------------------------------
 
-def window_rates(times: Sequence[float]) -> dict[str, float]:
+def window_rates(times: Sequence[float]) -> dict[str, Any]:
     """Rows/s from sorted completion times: between first and last, in the first and the last 10%."""
     n = len(times)
     if n < 2:
@@ -68,7 +68,8 @@ def window_rates(times: Sequence[float]) -> dict[str, float]:
         return count / max(seconds, 1e-6)
 
     return {"span_s": round(span, 3), "send_rps": rate(n - 1, span),
-            "first10_rps": rate(k, times[k] - times[0]), "last10_rps": rate(k, times[-1] - times[-1 - k])}
+            "first10_rps": rate(k, times[k] - times[0]), "last10_rps": rate(k, times[-1] - times[-1 - k]),
+            "first10_window": [times[0], times[k]], "last10_window": [times[-1 - k], times[-1]], "window_rows": k}
 
 
 def curve(times: Sequence[float], points: int = 50) -> list[float]:
@@ -116,6 +117,54 @@ class Watch:
         return {"server_cpu_s": round(server_cpu, 2), "others_cpu_s": round(others, 2),
                 "others_share": round(others / max(wall * (os.cpu_count() or 1), 1e-9), 3),
                 "load_before": self.load, "load_after": os.getloadavg()[0]}
+
+
+def _supervise(proc: subprocess.Popen[Any], server: Server, timeout: float, what: str,
+               tick: Any = None) -> list[tuple[float, float, float, float]]:
+    """Wait for ``proc``, looking every 0.2 s; the samples (time, machine busy, client CPU, server CPU)."""
+    samples: list[tuple[float, float, float, float]] = []
+    started = time.perf_counter()
+    while proc.poll() is None:
+        samples.append((time.time(), _machine_busy(), _cpu_seconds(proc.pid), server.cpu()))
+        if tick is not None:
+            tick()
+        if time.perf_counter() - started > timeout:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"{what} ran longer than {timeout:.0f} s")
+        time.sleep(POLL)
+    return samples
+
+
+def _at(samples: list[tuple[float, float, float, float]], when: float) -> tuple[float, float, float]:
+    """The three counters at ``when``, interpolated between the samples around it."""
+    before = max((s for s in samples if s[0] <= when), default=samples[0], key=lambda s: s[0])
+    after = min((s for s in samples if s[0] >= when), default=samples[-1], key=lambda s: s[0])
+    if after[0] <= before[0]:
+        return before[1], before[2], before[3]
+    f = (when - before[0]) / (after[0] - before[0])
+    return tuple(b + f * (a - b) for a, b in zip(after[1:], before[1:], strict=True))  # type: ignore[return-value]
+
+
+def window_costs(samples: list[tuple[float, float, float, float]], result: dict[str, Any]) -> dict[str, Any]:
+    """For the first and the last 10%: the client's and server's CPU per row, and others' share of the CPUs.
+
+    Tells a slowdown of the client (its CPU per row grows) from other processes taking the cores.
+    """
+    out: dict[str, Any] = {}
+    k = result.get("window_rows", 0)
+    if len(samples) < 2 or not k:
+        return out
+    cpus = os.cpu_count() or 1
+    for name in ("first10", "last10"):
+        a, b = result[f"{name}_window"]
+        (busy_a, client_a, server_a), (busy_b, client_b, server_b) = _at(samples, a), _at(samples, b)
+        seconds = max(b - a, 1e-9)
+        client, server = client_b - client_a, server_b - server_a
+        out[f"{name}_client_us_per_row"] = round(client / k * 1e6, 1)
+        out[f"{name}_server_us_per_row"] = round(server / k * 1e6, 1)
+        out[f"{name}_others_share"] = round(max(0.0, busy_b - busy_a - client - server) / (seconds * cpus), 3)
+    return out
 
 
 def write_csv(path: Path, n: int, prefix: str) -> Path:
@@ -214,17 +263,17 @@ def run_cli(server: Server, path: Path, campaign: str, *extra: str, profile: Pat
            *(["--profile", str(profile)] if profile else []), "--", *argv]
     watch = Watch(server)
     wal_peak = 0
+
+    def look_at_wal() -> None:
+        nonlocal wal_peak
+        with contextlib.suppress(OSError):
+            wal_peak = max(wal_peak, wal.stat().st_size)
+
     started = time.perf_counter()
     with output.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=server.env(), stdout=out, stderr=subprocess.STDOUT)
-        while proc.poll() is None:
-            time.sleep(POLL)
-            with contextlib.suppress(OSError):
-                wal_peak = max(wal_peak, wal.stat().st_size)
-            if time.perf_counter() - started > timeout:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError(f"the CLI ran longer than {timeout:.0f} s: {' '.join(argv)}")
+        samples = _supervise(proc, server, timeout, f"the CLI ({' '.join(argv)})", look_at_wal)
+    look_at_wal()
     outside = time.perf_counter() - started
     text = output.read_text()
     if not report.exists():
@@ -236,7 +285,8 @@ def run_cli(server: Server, path: Path, campaign: str, *extra: str, profile: Pat
         result.update(journal_stats(journal))
         rows = sum(result["statuses"].values())
         result.update(rows=rows, rows_per_s=rows / result["wall_s"],
-                      last_vs_first=result["last10_rps"] / max(result["first10_rps"], 1e-9))
+                      last_vs_first=result["last10_rps"] / max(result["first10_rps"], 1e-9),
+                      **window_costs(samples, result))
     return result
 
 
@@ -244,12 +294,16 @@ def run_many(server: Server, path: Path, concurrency: int, timeout: float = 7200
     """``allocate_many`` on the rows of ``path`` in a fresh process."""
     report = path.with_name(path.name + ".many.json")
     watch = Watch(server)
-    subprocess.run([sys.executable, "-m", "benchmarks._many", server.base_url, server.token, COMPANY, str(path),
-                    str(concurrency), str(report)], cwd=ROOT, check=True, timeout=timeout)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks._many", server.base_url, server.token, COMPANY,
+                             str(path), str(concurrency), str(report)], cwd=ROOT)
+    samples = _supervise(proc, server, timeout, "allocate_many")
+    if proc.returncode != 0:
+        raise RuntimeError(f"allocate_many failed (exit {proc.returncode})")
     result: dict[str, Any] = json.loads(report.read_text())
     result.update(**watch.result(result["cpu_user_s"] + result["cpu_sys_s"]),
                   rows_per_s=result["rows"] / result["wall_s"],
-                  last_vs_first=result["last10_rps"] / max(result["first10_rps"], 1e-9))
+                  last_vs_first=result["last10_rps"] / max(result["first10_rps"], 1e-9),
+                  **window_costs(samples, result))
     return result
 
 

@@ -86,18 +86,35 @@ def _campaign(c: dict[str, Any]) -> list[str]:
         f"server; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end; \"others' CPU share\": the "
         "share of both cores other processes used during the run, from /proc/stat):",
         "",
-        "| run | rows/s whole run | rows/s first 10% | rows/s last 10% | last ÷ first | peak RSS (MB) "
-        "| WAL peak (MB) | CPU s (user+sys) | server CPU s | wall s | others' CPU share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | rows/s whole run | last 10% ÷ first 10% | peak RSS (MB) | WAL peak (MB) | CPU s (user+sys) "
+        "| server CPU s | wall s | others' CPU share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for i, (cli, many) in enumerate(zip(s["runs"]["cli"], s["runs"]["allocate_many"], strict=True), 1):
-        for label, x in ((f"round {i}: `bulk`", cli), (f"round {i}: `allocate_many`", many)):
-            wal = f"{x['wal_peak_mb']:.1f}" if "wal_peak_mb" in x else "–"
+    pairs = list(zip(s["runs"]["cli"], s["runs"]["allocate_many"], strict=True))
+    labelled = [(f"round {i}: `{'bulk' if x is cli else 'allocate_many'}`", x)
+                for i, (cli, many) in enumerate(pairs, 1) for x in (cli, many)]
+    for label, x in labelled:
+        wal = f"{x['wal_peak_mb']:.1f}" if "wal_peak_mb" in x else "–"
+        lines.append(
+            f"| {label} | {x['rows_per_s']:,.0f} | {x['last_vs_first']:.2f} | {x['peak_rss_mb']:.1f} | {wal} "
+            f"| {x['cpu_user_s'] + x['cpu_sys_s']:.1f} | {x['server_cpu_s']:.1f} | {x['wall_s']:.1f} "
+            f"| {x['others_share']:.0%} |")
+    if all("first10_client_us_per_row" in x for _, x in labelled):
+        lines += [
+            "",
+            "First and last 10% of the rows (by completion time): rows/s, the client's and the server's CPU per row, "
+            "and the share of the cores other processes took meanwhile:",
+            "",
+            "| run | rows/s first | rows/s last | client µs/row first | last | server µs/row first | last "
+            "| others' share first | last |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for label, x in labelled:
             lines.append(
-                f"| {label} | {x['rows_per_s']:,.0f} | {x['first10_rps']:,.0f} | {x['last10_rps']:,.0f} "
-                f"| {x['last_vs_first']:.2f} | {x['peak_rss_mb']:.1f} | {wal} "
-                f"| {x['cpu_user_s'] + x['cpu_sys_s']:.1f} | {x['server_cpu_s']:.1f} | {x['wall_s']:.1f} "
-                f"| {x['others_share']:.0%} |")
+                f"| {label} | {x['first10_rps']:,.0f} | {x['last10_rps']:,.0f} "
+                f"| {x['first10_client_us_per_row']:.0f} | {x['last10_client_us_per_row']:.0f} "
+                f"| {x['first10_server_us_per_row']:.0f} | {x['last10_server_us_per_row']:.0f} "
+                f"| {x['first10_others_share']:.0%} | {x['last10_others_share']:.0%} |")
     each = ", ".join(f"{x:.2f}" for x in s["cli_vs_many_each"])
     lines += [
         "",

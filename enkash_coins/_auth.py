@@ -86,6 +86,10 @@ class StaticToken:
     async def get_token(self, transport: Transport) -> str:
         return self._token
 
+    def current(self) -> str | None:
+        """The token, without an await (the allocator's fast path)."""
+        return self._token
+
     def invalidate(self, token: str) -> bool:
         return False  # the same token would be refused again
 
@@ -169,9 +173,14 @@ class PasswordGrant:
             self._token = None
         return self._latched is None
 
-    async def get_token(self, transport: Transport) -> str:
+    def current(self) -> str | None:
+        """The cached token while it is fresh, else None (then :meth:`get_token` fetches one)."""
         token = self._token
-        if token is not None and self._clock() < self._expires_at:
+        return token if token is not None and self._clock() < self._expires_at else None
+
+    async def get_token(self, transport: Transport) -> str:
+        token = self.current()
+        if token is not None:
             return token
         if self._latched is not None:
             raise self._refusal()

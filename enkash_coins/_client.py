@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -12,7 +11,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 import cattrs
 
 from . import _bulk
-from ._auth import Auth
+from ._auth import Auth, PasswordGrant, StaticToken
 from ._bulk import BulkItem, BulkResult, Source
 from ._checks import check_seconds, is_int
 from ._closing import AsyncClosing
@@ -219,7 +218,7 @@ class CoinAllocator(AsyncClosing):
         request = AllocationRequest(
             user_id=user_id, event=event, request_id=request_id, company_id=company_id
         )
-        return await self.allocate_request(request)
+        return await self._allocate(self.resolve(request), None)
 
     def resolve(self, request: AllocationRequest) -> AllocationRequest:
         """Fill in the company and a generated requestId where ``request`` has none."""
@@ -416,11 +415,9 @@ class CoinAllocator(AsyncClosing):
         loop = asyncio.get_running_loop()
         if shared.loop is not loop:
             self._bind(loop, request_id)
-        request = Request(method, path, _JSON_HEADERS if body else _ACCEPT, body, self._timeout)
         if call is None:
             call = Call(operation, request_id, mutating=mutating, idempotent=idempotent)
-        return await run(call, functools.partial(self._attempt, request), self.retry, shared.budget,
-                         self._on_retry, pacer)
+        return await run(call, self._attempt, (method, path, body), self.retry, shared.budget, self._on_retry, pacer)
 
     def _bind(self, loop: asyncio.AbstractEventLoop, request_id: str | None) -> None:
         """Tie the allocator to the first loop it runs on; refuse any other."""
@@ -435,31 +432,27 @@ class CoinAllocator(AsyncClosing):
             request_id=request_id,
         )
 
-    def _with_token(self, request: Request, token: str) -> Request:
-        """The request with its bearer header; the two header sets are built once per token."""
+    def _request(self, method: str, path: str, body: bytes, token: str) -> Request:
+        """The request of one attempt, with its bearer header; the header sets are built once per token."""
         shared = self._shared
         cached = shared.headers
         if cached is None or cached[0] != token:
             bearer = f"Bearer {token}"
             cached = shared.headers = (token, {**_JSON_HEADERS, "Authorization": bearer},
                                        {**_ACCEPT, "Authorization": bearer})
-        if request.headers is _JSON_HEADERS:
-            headers = cached[1]
-        elif request.headers is _ACCEPT:
-            headers = cached[2]
-        else:  # not one of the two shared sets: merge instead of guessing
-            headers = {**request.headers, "Authorization": f"Bearer {token}"}
+        headers = cached[1] if body else cached[2]
         if self._extra:
             headers = {**self._extra, **headers}
-        return Request(request.method, request.path, headers, request.content, request.timeout)
+        return Request(method, path, headers, body, self._timeout)
 
     async def _token(self) -> str:
+        auth = self.auth
         try:
-            return await self.auth.get_token(self.transport)
+            return await auth.get_token(self.transport)
         except (EnKashError, asyncio.CancelledError):
             raise
         except Exception as error:  # a custom provider's own failure: only SDK errors leave a call
-            raise TokenError(f"the auth provider {type(self.auth).__name__} failed: "
+            raise TokenError(f"the auth provider {type(auth).__name__} failed: "
                              f"{type(error).__name__}") from None
 
     async def _send(self, request: Request) -> Response:
@@ -471,25 +464,36 @@ class CoinAllocator(AsyncClosing):
             raise TransportError(f"the transport {type(self.transport).__name__} failed: "
                                  f"{type(error).__name__}") from None
 
-    async def _attempt(self, request: Request, call: Call) -> Envelope:
-        if self.closed:
+    async def _attempt(self, parts: tuple[str, str, bytes], call: Call) -> Envelope:
+        shared = self._shared
+        if shared.state is _State.CLOSED:
             raise ClientClosedError(f"the CoinAllocator was closed before this {call.operation} call was sent")
-        token = await self._token()
+        auth = shared.auth
+        token = auth.current() if isinstance(auth, _CACHING) else None  # a fresh cached token: no await
+        if token is None:
+            token = await self._token()
+        method, path, body = parts
+        request = self._request(method, path, body, token)
         call.sending = True
         try:
-            response = await self._send(self._with_token(request, token))
-            if response.status == 401 and self.auth.invalidate(token):
+            try:
+                response = await shared.transport.send(request)
+            except (EnKashError, asyncio.CancelledError):
+                raise
+            except Exception as error:  # a custom transport broke its contract: the request may have left
+                raise TransportError(f"the transport {type(shared.transport).__name__} failed: "
+                                     f"{type(error).__name__}") from None
+            if response.status == 401 and auth.invalidate(token):
                 # The token was refused (expired early, revoked): one replay, same body.
                 log.debug("%s requestId %s: 401, replaying once with a new token", call.operation, call.request_id)
                 call.reached = True  # it did reach EnKash, which refused the token (and did nothing)
                 call.sending = False
                 token = await self._token()
                 call.sending = True
-                response = await self._send(self._with_token(request, token))
+                response = await self._send(self._request(method, path, body, token))
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s %s -> %d (%s requestId %s, attempt %d)", request.method,
-                          request.path.split("?", 1)[0], response.status, call.operation,
-                          call.request_id, call.attempts)
+                log.debug("%s %s -> %d (%s requestId %s, attempt %d)", method, path.split("?", 1)[0],
+                          response.status, call.operation, call.request_id, call.attempts)
             return check_response(response, request_id=call.request_id)
         except EnKashError as error:
             if self.closed and not isinstance(error, ClientClosedError):  # aclose() ran meanwhile
@@ -499,6 +503,10 @@ class CoinAllocator(AsyncClosing):
                     call.sending = False  # it provably never left: report it as not sent
                 raise closed from None
             raise
+
+
+#: The SDK's own providers: they hand a fresh cached token over without an await.
+_CACHING = (StaticToken, PasswordGrant)
 
 
 def _segment(what: str, value: str) -> str:

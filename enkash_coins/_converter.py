@@ -32,6 +32,10 @@ def _strict_int(value: Any, _: type) -> int:
     return value
 
 
+def _same(value: str | None) -> str | None:
+    return value
+
+
 def _configuration(value: Any, _: type) -> Configuration:
     return Configuration(_strict_str(value, str))
 
@@ -47,6 +51,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(Configuration, _configuration)  # a str subclass: not the str hook
+    conv.register_unstructure_hook(str | None, _same)  # optional ids are sent as they are (the hot path)
     for cls in (AllocationRequest, CoinEvent, CreateEventBody, UpdateEventBody):
         overrides: dict[str, Any] = {
             a.name: override(rename=_camel(a.name), omit_if_default=a.default is None)

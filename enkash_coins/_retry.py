@@ -47,6 +47,7 @@ MAX_THROTTLED = 20
 
 log = logging.getLogger("enkash_coins")
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -237,107 +238,94 @@ class Call:
 
 async def run(
     call: Call,
-    attempt: Callable[[Call], Awaitable[T]],
+    attempt: Callable[[R, Call], Awaitable[T]],
+    request: R,
     policy: RetryPolicy,
     budget: RetryBudget | None,
     on_retry: Callable[[RetryEvent], object] | None,
     pacer: Pacer | None = None,
 ) -> T:
-    """:func:`_run`, inside one OpenTelemetry span when an application configured tracing or metrics."""
-    span = telemetry.start(call)
-    if span is None:
-        return await _run(call, attempt, policy, budget, on_retry, pacer, None)
-    try:
-        result = await _run(call, attempt, policy, budget, on_retry, pacer, span)
-    except EnKashError as error:
-        span.end(error)
-        raise
-    except BaseException:
-        span.cancelled()
-        raise
-    span.end(None)
-    return result
-
-
-async def _run(
-    call: Call,
-    attempt: Callable[[Call], Awaitable[T]],
-    policy: RetryPolicy,
-    budget: RetryBudget | None,
-    on_retry: Callable[[RetryEvent], object] | None,
-    pacer: Pacer | None,
-    span: telemetry.Span | None,
-) -> T:
-    """Run ``attempt(call)`` until it succeeds or a rule says stop; raise the finished error.
+    """Run ``attempt(request, call)`` until it succeeds or a rule says stop; raise the finished error.
 
     With a ``pacer`` (bulk runs), each attempt waits for its turn, and a 429 pauses
     the whole run and is retried after the pause, outside ``max_attempts``,
-    ``max_time`` and the budget (at most ``MAX_THROTTLED`` times a call).
+    ``max_time`` and the budget (at most ``MAX_THROTTLED`` times a call). When an
+    application configured OpenTelemetry, the call is one span.
     """
-    waits: Iterator[float] | None = None
-    deadline = call.started + policy.max_time
-    callback_failed = False
-    while True:
-        started = await pacer.start() if pacer is not None else 0.0
-        call.attempts += 1
-        call.sending = False
-        try:
-            result = await attempt(call)
-        except EnKashError as error:
-            sent = call.sending
-            call.sending = False  # between attempts nothing is on the wire
-            if sent and not isinstance(error, _NOT_SENT):
-                call.reached = True
-            if may_have_applied(error, sent=sent):
-                call.maybe_applied = True
-            if pacer is not None and isinstance(error, RateLimitError) and call.throttled < MAX_THROTTLED:
-                call.throttled += 1
-                pause = pacer.throttled(started, error.retry_after)
-                deadline += pause
+    span = telemetry.start(call)
+    try:
+        waits: Iterator[float] | None = None
+        deadline = call.started + policy.max_time
+        callback_failed = False
+        while True:
+            started = await pacer.start() if pacer is not None else 0.0
+            call.attempts += 1
+            call.sending = False
+            try:
+                result = await attempt(request, call)
+            except EnKashError as error:
+                sent = call.sending
+                call.sending = False  # between attempts nothing is on the wire
+                if sent and not isinstance(error, _NOT_SENT):
+                    call.reached = True
+                if may_have_applied(error, sent=sent):
+                    call.maybe_applied = True
+                if pacer is not None and isinstance(error, RateLimitError) and call.throttled < MAX_THROTTLED:
+                    call.throttled += 1
+                    pause = pacer.throttled(started, error.retry_after)
+                    deadline += pause
+                    if span is not None:
+                        span.attempt(error, pause)
+                    continue
+                wait: float | None = None
+                exhausted = False
+                if call.attempts - call.throttled < policy.max_attempts and may_retry(
+                    error, sent=sent, idempotent=call.idempotent
+                ):
+                    retry_after = getattr(error, "retry_after", None)
+                    if retry_after is None:
+                        if waits is None:
+                            waits = policy.waits()
+                        wait = next(waits)
+                    elif retry_after <= policy.max_delay:
+                        wait = float(retry_after)
+                    if wait is not None and time.monotonic() + wait > deadline:
+                        wait = None  # the deadline comes first: no attempt may start after it
+                    if wait is not None and budget is not None:
+                        if budget.withdraw(error):
+                            call.spent += budget.cost(error)
+                        else:
+                            wait, exhausted = None, True
                 if span is not None:
-                    span.attempt(error, pause)
-                continue
-            wait: float | None = None
-            exhausted = False
-            if call.attempts - call.throttled < policy.max_attempts and may_retry(
-                error, sent=sent, idempotent=call.idempotent
-            ):
-                retry_after = getattr(error, "retry_after", None)
-                if retry_after is None:
-                    if waits is None:
-                        waits = policy.waits()
-                    wait = next(waits)
-                elif retry_after <= policy.max_delay:
-                    wait = float(retry_after)
-                if wait is not None and time.monotonic() + wait > deadline:
-                    wait = None  # the deadline comes first: no attempt may start after it
-                if wait is not None and budget is not None:
-                    if budget.withdraw(error):
-                        call.spent += budget.cost(error)
-                    else:
-                        wait, exhausted = None, True
-            if span is not None:
-                span.attempt(error, wait)
-            if wait is None:
-                finished = call.finish(error, budget_exhausted=exhausted, sent=sent)
-                raise finished from finished.__cause__
-            reason = getattr(error, "http_status", None) or type(error).__name__
-            log.info("retry %d of %d for %s requestId %s after %s (waiting %.2fs)", call.attempts + 1,
-                     policy.max_attempts, call.operation, call.request_id, reason, wait)
-            if on_retry is not None:
-                try:
-                    on_retry(RetryEvent(attempt=call.attempts + 1, max_attempts=policy.max_attempts, wait=wait,
-                                        error=error, request_id=call.request_id, operation=call.operation))
-                except Exception:
-                    if not callback_failed:  # once per call: a broken hook must not flood the log
-                        callback_failed = True
-                        log.exception("on_retry callback failed (ignored) for %s requestId %s",
-                                      call.operation, call.request_id)
-            if wait:
-                await asyncio.sleep(wait)
-        else:
-            if budget is not None:
-                budget.refund(call.spent or 1)
-            if pacer is not None:
-                pacer.succeeded()
-            return result
+                    span.attempt(error, wait)
+                if wait is None:
+                    finished = call.finish(error, budget_exhausted=exhausted, sent=sent)
+                    if span is not None:
+                        span.end(finished)
+                    raise finished from finished.__cause__
+                reason = getattr(error, "http_status", None) or type(error).__name__
+                log.info("retry %d of %d for %s requestId %s after %s (waiting %.2fs)", call.attempts + 1,
+                         policy.max_attempts, call.operation, call.request_id, reason, wait)
+                if on_retry is not None:
+                    try:
+                        on_retry(RetryEvent(attempt=call.attempts + 1, max_attempts=policy.max_attempts, wait=wait,
+                                            error=error, request_id=call.request_id, operation=call.operation))
+                    except Exception:
+                        if not callback_failed:  # once per call: a broken hook must not flood the log
+                            callback_failed = True
+                            log.exception("on_retry callback failed (ignored) for %s requestId %s",
+                                          call.operation, call.request_id)
+                if wait:
+                    await asyncio.sleep(wait)
+            else:
+                if budget is not None:
+                    budget.refund(call.spent or 1)
+                if pacer is not None:
+                    pacer.succeeded()
+                if span is not None:
+                    span.end(None)
+                return result
+    except BaseException as error:  # cancelled, or an unexpected error: end the span, pass it on
+        if span is not None and not isinstance(error, EnKashError):
+            span.cancelled()
+        raise

@@ -263,8 +263,10 @@ def test_new_journal_twice_in_one_second_destroys_the_kept_journal(server: Serve
         if len(after - before) < 2:
             break
     kept = sorted(tmp_path.glob("c.csv.journal.sqlite.replaced-*"))
-    succeeded = [sqlite3.connect(k).execute("SELECT COUNT(*) FROM rows WHERE status='succeeded'").fetchone()[0]
-                 for k in kept]
+    succeeded = []
+    for k in kept:
+        with closing(sqlite3.connect(k)) as db:
+            succeeded.append(db.execute("SELECT COUNT(*) FROM rows WHERE status='succeeded'").fetchone()[0])
     print([k.name for k in kept], succeeded)
     assert N in succeeded, "the journal that recorded the campaign's credits is gone"
 
