@@ -103,13 +103,11 @@ async def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise ConfigError("pass --base-url and --company-id, or set ENKASH_BASE_URL and ENKASH_COMPANY_ID")
     coins = CoinAllocator(AiohttpTransport(base_url), auth=auth_from_env(env), company_id=company_id)
 
-    with args.file.open(newline="", encoding="utf-8") as source, \
-            args.out.open("w", newline="", encoding="utf-8") as out:
+    # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first column's name.
+    with args.file.open(newline="", encoding="utf-8-sig") as source:
         reader = csv.DictReader(source)
         if not {"user_id", "event"} <= set(reader.fieldnames or ()):
             raise ConfigError(f"{args.file}: the header must name the columns user_id and event")
-        results = csv.writer(out)
-        results.writerow(RESULT_FIELDS)
 
         # The rows handed to the SDK and not finished yet, by input position (BulkItem.index):
         # a handful at any time, however long the file.
@@ -123,14 +121,18 @@ async def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 yield {"user_id": row.user_id, "event": row.event, "request_id": row.request_id}
 
         counts: Counter[Outcome] = Counter()
-        async with coins, contextlib.aclosing(
-            coins.allocate_stream(requests(), concurrency=args.concurrency, rate=args.rate)
-        ) as stream:
-            async for item in stream:
-                row = pending.pop(item.index)
-                counts[item.outcome] += 1
-                results.writerow((row.line, row.user_id, row.event, row.request_id, item.outcome.value,
-                                  "yes" if item.needs_check else "", "" if item.error is None else str(item.error)))
+        with args.out.open("w", newline="", encoding="utf-8") as out:
+            results = csv.writer(out)
+            results.writerow(RESULT_FIELDS)
+            async with coins, contextlib.aclosing(
+                coins.allocate_stream(requests(), concurrency=args.concurrency, rate=args.rate)
+            ) as stream:
+                async for item in stream:
+                    row = pending.pop(item.index)
+                    counts[item.outcome] += 1
+                    error = "" if item.error is None else str(item.error)
+                    results.writerow((row.line, row.user_id, row.event, row.request_id, item.outcome.value,
+                                      "yes" if item.needs_check else "", error))
 
     print(", ".join(f"{outcome.value} {counts[outcome]}" for outcome in Outcome), file=sys.stderr)
     if counts[Outcome.UNKNOWN]:

@@ -142,7 +142,8 @@ async def test_campaign_unknown_outcomes_exit_3_and_the_rerun_finishes_without_d
 
 async def test_campaign_a_bad_row_fails_alone(server: FakeServer, tmp_path: Path) -> None:
     users, out = tmp_path / "users.csv", tmp_path / "results.csv"
-    users.write_text("user_id,event\nU1,DIWALI_BONUS\n,DIWALI_BONUS\nU3,NO_SUCH_EVENT\nU4,DIWALI_BONUS\n")
+    users.write_text("user_id,event\nU1,DIWALI_BONUS\n,DIWALI_BONUS\nU3,NO_SUCH_EVENT\nU4,DIWALI_BONUS\n",
+                     encoding="utf-8-sig")  # with a byte-order mark, as spreadsheets save it
     code, stderr = await run_campaign(server, users, out, "--campaign", "BAD_ROWS")
     assert code == 1, stderr
     outcomes = [(r["line"], r["outcome"]) for r in results(out)]
