@@ -8,7 +8,7 @@ from here, imported only when first used.
 from typing import TYPE_CHECKING
 
 from ._auth import Auth, PasswordGrant, StaticToken
-from ._bulk import BulkItem, BulkResult, Outcome, RunStoppedError
+from ._bulk import BulkItem, BulkResult, Outcome, RunAbortedError, RunStoppedError
 from ._client import CoinAllocator
 from ._exceptions import (
     APIError,
@@ -78,6 +78,7 @@ __all__ = [
     "RetryBudget",
     "RetryEvent",
     "RetryPolicy",
+    "RunAbortedError",
     "RunStoppedError",
     "ServerError",
     "StaticToken",

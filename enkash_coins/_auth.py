@@ -47,6 +47,8 @@ class Auth(Protocol):
 
 #: RFC 6750's token characters, and more: any visible ASCII. A token travels in a
 #: header, so a space, a control character or non-ASCII could split or break it.
+#: The longest token lifetime believed (ten years); more is a broken answer (orjson cannot even parse 1e400).
+_MAX_TTL = 10 * 365 * 86400
 _TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
 #: Token-endpoint answers that say the request was not processed: retried freely.
 _UNPROCESSED_STATUSES = frozenset({429, 503})
@@ -265,8 +267,8 @@ class PasswordGrant:
             _check_token(token)
         except InvalidInputError:
             return "access_token is missing or not a usable token"
-        if not is_number(ttl) or ttl <= 0:
-            return "expires_in is missing or not a positive, finite number of seconds"
+        if not is_number(ttl) or not 0 < ttl <= _MAX_TTL:  # compared as given: a 400-digit int never overflows
+            return "expires_in is missing or not a positive number of seconds up to ten years"
         assert isinstance(token, str)
         self._token = token
         self._expires_at = self._clock() + ttl - min(self._margin, ttl / 5)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from ._checks import check_count
+from ._checks import check_count, check_hook
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -242,6 +242,20 @@ class RunStoppedError(EnKashError):
         self.reason = reason
 
 
+class RunAbortedError(EnKashError):
+    """A bulk run ended because its input or its ``on_item`` hook raised (the ``__cause__``).
+
+    Nothing is lost: every item that finished was yielded first (``allocate_stream``),
+    or is in :attr:`result` (``allocate_many``), the item whose hook failed included.
+    The input was not read further. Rerun the rest with the same requestIds.
+    """
+
+    def __init__(self, reason: str, *, result: BulkResult | None = None) -> None:
+        super().__init__(f"the bulk run was aborted: {reason}")
+        self.reason = reason
+        self.result = result
+
+
 _DONE = object()
 
 
@@ -270,6 +284,13 @@ def _fatal_reason(error: EnKashError) -> str:
     return "the allocator was used from another event loop"
 
 
+def check_options(concurrency: object, stop_after_unknown: object, on_item: object) -> None:
+    """The options of a bulk run (``rate`` and ``max_pause`` are the :class:`Pacer`'s)."""
+    check_count("concurrency", concurrency, high=10_000)
+    check_count("stop_after_unknown", stop_after_unknown)
+    check_hook("on_item", on_item)
+
+
 async def allocate_stream(
     coins: CoinAllocator,
     requests: Source,
@@ -284,8 +305,7 @@ async def allocate_stream(
     """See :meth:`CoinAllocator.allocate_stream`; ``pacer`` lets the CLI watch the pace it set."""
     if pacer is None:
         pacer = Pacer(rate, max_pause=max_pause)
-    check_count("concurrency", concurrency, high=10_000)
-    check_count("stop_after_unknown", stop_after_unknown)
+    check_options(concurrency, stop_after_unknown, on_item)
     run = _Run(requests, stop_after_unknown)
     done: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency * 2)
 
@@ -316,7 +336,7 @@ async def allocate_stream(
             try:
                 pulled = await run.pull()
             except Exception as error:  # the caller's input iterator broke
-                run.fail(error, "reading the input failed")
+                run.fail(error, f"reading the input failed ({type(error).__name__})")
                 return
             if pulled is None:
                 return
@@ -326,7 +346,8 @@ async def allocate_stream(
                 try:
                     on_item(item)
                 except Exception as error:  # e.g. a journal that cannot write: stop sending
-                    run.fail(error, "on_item failed")
+                    run.fail(error, f"on_item failed ({type(error).__name__})")
+                    await done.put(item)  # the caller still learns this item's outcome
                     return
             await done.put(item)
 
@@ -341,7 +362,8 @@ async def allocate_stream(
         while (item := await done.get()) is not _DONE:
             yield item
         if run.fatal is not None:
-            raise run.fatal
+            assert run.stop_reason is not None
+            raise RunAbortedError(run.stop_reason) from run.fatal
         if run.stop_reason is not None:  # the rest of the input is never sent
             while (pulled := await run.pull(draining=True)) is not None:
                 index, raw = pulled
@@ -374,9 +396,13 @@ async def allocate_many(
     stream = allocate_stream(coins, requests, concurrency=concurrency, stop_after_unknown=stop_after_unknown,
                              on_item=on_item, rate=rate, max_pause=max_pause)
     stop_reason = None
-    async for item in stream:
-        items.append(item)
-        if stop_reason is None and isinstance(item.error, RunStoppedError):
-            stop_reason = item.error.reason
+    try:
+        async for item in stream:
+            items.append(item)
+            if stop_reason is None and isinstance(item.error, RunStoppedError):
+                stop_reason = item.error.reason
+    except RunAbortedError as error:
+        items.sort(key=lambda item: item.index)
+        raise RunAbortedError(error.reason, result=BulkResult(items, error.reason)) from error.__cause__
     items.sort(key=lambda item: item.index)
     return BulkResult(items, stop_reason)

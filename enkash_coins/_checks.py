@@ -1,4 +1,4 @@
-"""Checks of numbers, written once: an int is never a bool, seconds are finite.
+"""Checks of numbers and headers, written once: an int is never a bool, seconds are finite.
 
 Each ``check_*`` returns the value or raises :class:`InvalidInputError` naming ``what``;
 ``is_*`` answer without raising (for decoding answers from the wire).
@@ -7,12 +7,15 @@ Each ``check_*`` returns the value or raises :class:`InvalidInputError` naming `
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
+import re
+from collections.abc import Mapping
 from typing import TypeGuard
 
 from ._exceptions import InvalidInputError
 
-__all__ = ["check_count", "check_seconds", "is_int", "is_number"]
+__all__ = ["check_count", "check_headers", "check_hook", "check_seconds", "is_int", "is_number"]
 
 
 def is_int(value: object) -> TypeGuard[int]:
@@ -54,3 +57,57 @@ def _shown(value: object) -> str:
     except Exception:  # e.g. repr of a huge int raises ValueError
         return f"a {type(value).__name__}"
     return text if len(text) <= 40 else text[:40] + "..."
+
+
+#: RFC 9110 header names.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+#: Visible ASCII and space: no CR/LF (header injection), no other control character.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+#: Headers the SDK sets on every request, or that frame the request on the wire.
+RESERVED_HEADERS = frozenset({
+    "authorization", "content-type", "accept", "user-agent",
+    "host", "content-length", "transfer-encoding", "content-encoding", "accept-encoding",
+    "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade", "expect",
+})
+
+
+def check_headers(what: str, headers: object) -> dict[str, str]:
+    """Extra request headers that cannot replace the SDK's own, frame or smuggle a request.
+
+    Values are never shown in the error (a header may carry a secret).
+    """
+    if not isinstance(headers, Mapping):
+        raise InvalidInputError(f"{what} must be a mapping of header names to values, not {type(headers).__name__}")
+    checked: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            shown = repr(name[:40]) if isinstance(name, str) else type(name).__name__
+            raise InvalidInputError(f"{what}: {shown} is not a valid header name")
+        key = name.lower()
+        if key in RESERVED_HEADERS:
+            raise InvalidInputError(f"{what} must not set {name}: the SDK or aiohttp sets it, or it frames the "
+                                    "request on the wire")
+        if key in seen:
+            raise InvalidInputError(f"{what} sets {name} twice (header names ignore case)")
+        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+            raise InvalidInputError(f"{what}: the value of {name} must be a string of visible ASCII characters "
+                                    "and spaces (no line breaks or control characters)")
+        seen.add(key)
+        checked[name] = value
+    return checked
+
+
+def check_hook(what: str, value: object) -> None:
+    """A plain callable or None. An ``async def`` hook is refused: the SDK calls hooks
+    without awaiting (an on_item journal must have written before the next item), so
+    its coroutine would never run and the hook would silently do nothing.
+    """
+    if value is None:
+        return
+    if not callable(value):
+        raise InvalidInputError(f"{what} must be callable or None, not {type(value).__name__}")
+    method = type(value).__call__ if not inspect.isroutine(value) else None  # an object with async __call__
+    if inspect.iscoroutinefunction(value) or (method is not None and inspect.iscoroutinefunction(method)):
+        raise InvalidInputError(f"{what} must be a plain function, not an async one: it is called without "
+                                "being awaited, so its body would never run")

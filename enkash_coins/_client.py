@@ -13,7 +13,7 @@ import cattrs
 from . import _bulk
 from ._auth import Auth, PasswordGrant, StaticToken
 from ._bulk import BulkItem, BulkResult, Source
-from ._checks import check_seconds, is_int
+from ._checks import check_headers, check_hook, check_seconds, is_int
 from ._closing import AsyncClosing
 from ._converter import converter
 from ._exceptions import (
@@ -36,7 +36,6 @@ from ._models import (
     Envelope,
     UpdateEventBody,
     check_amount,
-    check_headers,
     check_text,
 )
 from ._pace import Pacer
@@ -109,7 +108,7 @@ class CoinAllocator(AsyncClosing):
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidInputError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         _callable("request_id_factory", request_id_factory)
-        _callable("on_retry", on_retry, optional=True)
+        check_hook("on_retry", on_retry)
         policy = retry or RetryPolicy()
         budget = None if policy.budget is None else RetryBudget(
             policy.budget, retry_cost=policy.retry_cost, timeout_retry_cost=policy.timeout_retry_cost)
@@ -170,7 +169,7 @@ class CoinAllocator(AsyncClosing):
         if retry is not None:
             view.retry = retry
         if headers is not None:
-            view._extra = {**(self._extra or {}), **check_headers(headers)}
+            view._extra = {**(self._extra or {}), **check_headers("headers", headers)}
         return view
 
     # -- lifecycle ---------------------------------------------------------
@@ -234,7 +233,9 @@ class CoinAllocator(AsyncClosing):
             try:
                 made = self._new_id()
             except Exception as error:  # the caller's factory: report it, never let it escape raw
-                raise InvalidInputError(f"request_id_factory failed: {type(error).__name__}: {error}") from None
+                made, failure = None, f"{type(error).__name__}: {error}"
+            if made is None:  # raised outside the handler: the factory's exception is not its __context__
+                raise InvalidInputError(f"request_id_factory failed: {failure}")
             request_id = check_text("generated request_id", made, is_id=True)
         return request.with_defaults(company_id=company_id, request_id=request_id)
 
@@ -290,8 +291,9 @@ class CoinAllocator(AsyncClosing):
         lower rate and speeds up again while calls succeed; the items that met the
         429 are retried after the pause with the same requestId.
         """
+        _bulk.check_options(concurrency, stop_after_unknown, on_item)  # now, not at the first iteration
         return _bulk.allocate_stream(self, requests, concurrency=concurrency, stop_after_unknown=stop_after_unknown,
-                                     on_item=on_item, rate=rate, max_pause=max_pause)
+                                     on_item=on_item, pacer=Pacer(rate, max_pause=max_pause))
 
     async def allocate_many(
         self,
@@ -448,12 +450,20 @@ class CoinAllocator(AsyncClosing):
     async def _token(self) -> str:
         auth = self.auth
         try:
-            return await auth.get_token(self.transport)
+            if self._timeout is None:
+                return await auth.get_token(self.transport)
+            try:  # a view's timeout bounds its wait for a token too (the shared fetch goes on)
+                async with asyncio.timeout(self._timeout):
+                    return await auth.get_token(self.transport)
+            except TimeoutError:
+                failure = f"no token within this call's timeout of {self._timeout:g} s"
         except (EnKashError, asyncio.CancelledError):
             raise
         except Exception as error:  # a custom provider's own failure: only SDK errors leave a call
-            raise TokenError(f"the auth provider {type(auth).__name__} failed: "
-                             f"{type(error).__name__}") from None
+            failure = f"the auth provider {type(auth).__name__} failed: {type(error).__name__}"
+        # Raised here, outside the handler: the provider's exception (which may quote a secret)
+        # is neither the cause nor the context of the SDK's error.
+        raise TokenError(failure)
 
     async def _send(self, request: Request) -> Response:
         try:
@@ -461,8 +471,8 @@ class CoinAllocator(AsyncClosing):
         except (EnKashError, asyncio.CancelledError):
             raise
         except Exception as error:  # a custom transport broke its contract: the request may have left
-            raise TransportError(f"the transport {type(self.transport).__name__} failed: "
-                                 f"{type(error).__name__}") from None
+            failure = type(error).__name__
+        raise _broken(self.transport, failure)  # outside the handler: no raw exception in the chain
 
     async def _attempt(self, parts: tuple[str, str, bytes], call: Call) -> Envelope:
         shared = self._shared
@@ -481,8 +491,9 @@ class CoinAllocator(AsyncClosing):
             except (EnKashError, asyncio.CancelledError):
                 raise
             except Exception as error:  # a custom transport broke its contract: the request may have left
-                raise TransportError(f"the transport {type(shared.transport).__name__} failed: "
-                                     f"{type(error).__name__}") from None
+                response, failure = None, type(error).__name__
+            if response is None:  # raised outside the handler: no raw exception in the chain
+                raise _broken(shared.transport, failure)
             if response.status == 401 and auth.invalidate(token):
                 # The token was refused (expired early, revoked): one replay, same body.
                 log.debug("%s requestId %s: 401, replaying once with a new token", call.operation, call.request_id)
@@ -503,6 +514,10 @@ class CoinAllocator(AsyncClosing):
                     call.sending = False  # it provably never left: report it as not sent
                 raise closed from None
             raise
+
+
+def _broken(transport: Transport, failure: str) -> TransportError:
+    return TransportError(f"the transport {type(transport).__name__} failed: {failure}")
 
 
 #: The SDK's own providers: they hand a fresh cached token over without an await.

@@ -21,6 +21,10 @@
         ├── TLSError                 TLS handshake or certificate check failed; never sent, never retried
         └── RequestTimeoutError      sent, no answer within the timeout
 
+    Bulk runs (in ``enkash_coins._bulk``, exported at the top level):
+    ├── RunStoppedError              an item a stopped run never sent (BulkItem.error; not_attempted)
+    └── RunAbortedError              the input or on_item raised; .result keeps every finished item
+
 Transport errors and API errors sit in separate branches, so "retry on network
 trouble" is ``except TransportError``. ``outcome_unknown`` is True when a call that
 changes state may have been applied: replay it with the same requestId. Check it
@@ -35,6 +39,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Self
+
+from multidict import CIMultiDict
 
 __all__ = [
     "APIError",
@@ -209,7 +215,8 @@ class HTTPStatusError(EnKashError):
 
     ``response_code``/``response_message``/``payload`` are filled when the body was an
     EnKash envelope, else None; ``body`` holds the start of the raw body for
-    diagnosis and ``headers`` the response headers.
+    diagnosis and ``headers`` the response headers (a case-insensitive multidict:
+    ``error.headers.get("x-request-id")``, every value of a repeated header kept).
     """
 
     def __init__(
@@ -231,7 +238,7 @@ class HTTPStatusError(EnKashError):
         self.response_message = response_message
         self.payload = payload
         self.body = body
-        self.headers: Mapping[str, str] = dict(headers or {})
+        self.headers: CIMultiDict[str] = CIMultiDict(headers or {})
         self.retry_after = retry_after
 
     @property

@@ -74,27 +74,6 @@ def check_text(what: str, value: object, *, is_id: bool) -> str:
     return value
 
 
-#: Headers the SDK sets itself; extra headers may not replace them.
-RESERVED_HEADERS = frozenset({"authorization", "content-type", "accept", "user-agent", "host", "content-length"})
-_TOKEN_CHARS = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 header names
-
-
-def check_headers(headers: object) -> dict[str, str]:
-    """Extra request headers: names and values that cannot break or smuggle a request."""
-    if not isinstance(headers, Mapping):
-        raise InvalidInputError(f"headers must be a mapping of names to values, not {type(headers).__name__}")
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        if not isinstance(name, str) or not _TOKEN_CHARS.fullmatch(name):
-            raise InvalidInputError(f"header name {name!r} is not a valid HTTP header name")
-        if name.lower() in RESERVED_HEADERS:
-            raise InvalidInputError(f"header {name!r} is set by the SDK and cannot be replaced")
-        if not isinstance(value, str) or any(unicodedata.category(c)[0] == "C" for c in value):
-            raise InvalidInputError(f"the value of header {name!r} must be a string without control characters")
-        out[name] = value
-    return out
-
-
 def check_amount(value: object) -> int:
     if not is_int(value):
         raise InvalidInputError(f"amount must be an integer, not {type(value).__name__}")

@@ -258,7 +258,11 @@ async def run(
         deadline = call.started + policy.max_time
         callback_failed = False
         while True:
-            started = await pacer.start() if pacer is not None else 0.0
+            started = 0.0
+            if pacer is not None:  # the wait for the run's pace is not the call's time: max_time moves
+                queued = time.monotonic()
+                started = await pacer.start()
+                deadline += time.monotonic() - queued
             call.attempts += 1
             call.sending = False
             try:
@@ -272,8 +276,7 @@ async def run(
                     call.maybe_applied = True
                 if pacer is not None and isinstance(error, RateLimitError) and call.throttled < MAX_THROTTLED:
                     call.throttled += 1
-                    pause = pacer.throttled(started, error.retry_after)
-                    deadline += pause
+                    pause = pacer.throttled(started, error.retry_after)  # waited out in pacer.start()
                     if span is not None:
                         span.attempt(error, pause)
                     continue
@@ -327,5 +330,5 @@ async def run(
                 return result
     except BaseException as error:  # cancelled, or an unexpected error: end the span, pass it on
         if span is not None and not isinstance(error, EnKashError):
-            span.cancelled()
+            span.cancelled(error)
         raise

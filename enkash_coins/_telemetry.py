@@ -13,6 +13,7 @@ provider is set, every hook is a cheap check that does nothing.
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections.abc import Iterator
@@ -92,7 +93,12 @@ def watch_budget(budget: RetryBudget) -> None:
 
 
 class Span:
-    """One logical call's span and measurements."""
+    """One logical call's span and measurements.
+
+    Every method swallows what the OpenTelemetry SDK or the application's processors
+    raise (logged once): telemetry must never change a call's outcome, and an
+    allocation EnKash credited must not come back as an error.
+    """
 
     __slots__ = ("_instruments", "_span", "_started", "_token", "call")
 
@@ -109,46 +115,77 @@ class Span:
 
     def attempt(self, error: EnKashError, wait: float | None) -> None:
         """An attempt failed; ``wait`` is the pause before the next one (None: no next one)."""
-        attributes: dict[str, Any] = {"enkash.attempt": self.call.attempts, "error.type": type(error).__name__}
-        status = getattr(error, "http_status", None)
-        if status:
-            attributes["http.response.status_code"] = status
-        if wait is not None:
-            attributes["enkash.wait"] = wait
-            self._instruments.retries.add(1, {"enkash.operation": self.call.operation})
-        self._span.add_event("enkash.attempt", attributes)
+        try:
+            attributes: dict[str, Any] = {"enkash.attempt": self.call.attempts, "error.type": type(error).__name__}
+            status = getattr(error, "http_status", None)
+            if status:
+                attributes["http.response.status_code"] = status
+            if wait is not None:
+                attributes["enkash.wait"] = wait
+                self._instruments.retries.add(1, {"enkash.operation": self.call.operation})
+            self._span.add_event("enkash.attempt", attributes)
+        except Exception:
+            _failed()
 
-    def cancelled(self) -> None:
-        self._span.set_attribute("enkash.attempts", self.call.attempts)
-        self._span.set_attribute("error.type", "CancelledError")
-        _context.detach(self._token)
-        self._span.end()
+    def cancelled(self, error: BaseException) -> None:
+        """The call ended by cancellation (or an unexpected error): unknown if a request may have left."""
+        call = self.call
+        outcome = "unknown" if call.sending or call.maybe_applied else "not_attempted"
+        self._finish(outcome, None, type(error).__name__, None)
 
     def end(self, error: EnKashError | None) -> None:
-        call = self.call
-        status: int | None = 200
         if error is None:
-            outcome = "succeeded"
+            self._finish("succeeded", 200, None, None)
         else:
-            outcome = "unknown" if error.outcome_unknown else "failed"
-            status = getattr(error, "http_status", None)
-        span = self._span
-        span.set_attribute("enkash.attempts", call.attempts)
-        span.set_attribute("enkash.outcome", outcome)
-        if status:
-            span.set_attribute("http.response.status_code", status)
-        if error is not None:
-            span.set_attribute("error.type", type(error).__name__)
-            span.set_status(_trace.Status(_trace.StatusCode.ERROR, error.message[:200]))
-        _context.detach(self._token)
-        span.end()
-        labels = {"enkash.operation": call.operation, "enkash.outcome": outcome}
-        self._instruments.calls.add(1, labels)
-        self._instruments.duration.record(time.monotonic() - self._started, labels)
+            self._finish("unknown" if error.outcome_unknown else "failed", getattr(error, "http_status", None),
+                         type(error).__name__, error.message[:200])
+
+    def _finish(self, outcome: str, status: int | None, error_type: str | None, message: str | None) -> None:
+        try:
+            _context.detach(self._token)
+        except Exception:
+            _failed()
+        try:
+            span = self._span
+            span.set_attribute("enkash.attempts", self.call.attempts)
+            span.set_attribute("enkash.outcome", outcome)
+            if status:
+                span.set_attribute("http.response.status_code", status)
+            if error_type is not None:
+                span.set_attribute("error.type", error_type)
+                span.set_status(_trace.Status(_trace.StatusCode.ERROR, message or error_type))
+            span.end()
+        except Exception:
+            _failed()
+        try:
+            labels = {"enkash.operation": self.call.operation, "enkash.outcome": outcome}
+            self._instruments.calls.add(1, labels)
+            self._instruments.duration.record(time.monotonic() - self._started, labels)
+        except Exception:
+            _failed()
+
+
+_warned = False
+
+
+def _failed() -> None:
+    """Log the first failure of OpenTelemetry code (the call goes on, its outcome unchanged)."""
+    global _warned
+    if not _warned:
+        _warned = True
+        logging.getLogger("enkash_coins").warning(
+            "OpenTelemetry failed while recording an enkash_coins call (ignored; the call's outcome is "
+            "unaffected; logged once)", exc_info=True)
 
 
 def start(call: Call) -> Span | None:
     """A span for ``call``, or None while nothing is configured (the common, free case)."""
     instruments = _active()
-    return None if instruments is None else Span(instruments, call)
+    if instruments is None:
+        return None
+    try:
+        return Span(instruments, call)
+    except Exception:
+        _failed()
+        return None
 

@@ -41,13 +41,14 @@ def check_url(url: object, *, what: str = "base_url", allow_insecure_http: bool 
     except ValueError as exc:
         if isinstance(exc, InvalidInputError):
             raise
-        raise InvalidInputError(f"{what} {shown} is not a valid URL: the port must be a number from 1 to 65535"
-                                ) from None
+        port = -1
+    if port == -1:  # raised outside the handler: urllib's error (it may quote the URL) is not in the chain
+        raise InvalidInputError(f"{what} {shown} is not a valid URL: the port must be a number from 1 to 65535")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInputError(f"{what} must be an http(s) URL with a host, not {shown}")
     if port == 0:
         raise InvalidInputError(f"{what} {shown} has port 0")
-    if parts.query or parts.fragment:
+    if parts.query or parts.fragment or "?" in url or "#" in url:  # even empty: paths would follow the '?'/'#'
         raise InvalidInputError(f"{what} must not have a query string or fragment")
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
         raise InvalidInputError(

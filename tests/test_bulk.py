@@ -195,8 +195,11 @@ async def test_a_failing_on_item_hook_stops_the_run_and_raises(coins: CoinAlloca
         recorded.append(item)
 
     rows = ({"user_id": f"J{i}", "event": "REFERRAL_EVENT"} for i in range(1000))
-    with pytest.raises(OSError, match="disk full"):
+    from enkash_coins import RunAbortedError
+
+    with pytest.raises(RunAbortedError) as info:
         await coins.allocate_many(rows, concurrency=4, on_item=journal)
+    assert isinstance(info.value.__cause__, OSError) and "disk full" in str(info.value.__cause__)
     assert len(fake.ledger) < 1000  # it stopped sending
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
@@ -207,3 +210,38 @@ async def test_any_mapping_is_accepted(coins: CoinAllocator, fake: FakeEnKash) -
     row = types.MappingProxyType({"user_id": "MP1", "event": "REFERRAL_EVENT"})
     result = await coins.allocate_many([row])
     assert result.items[0].outcome is Outcome.SUCCEEDED and fake.balance("MP1") == 50
+
+
+async def test_a_failing_on_item_hook_aborts_the_run_and_loses_no_outcome() -> None:
+    """The hook (a journal) fails on the third item: sending stops, and that item's outcome is still reported."""
+    from enkash_coins import FakeEnKash, InMemoryTransport, RunAbortedError, StaticToken
+
+    fake = FakeEnKash()
+    fake.add_event("E", 1, company_id=COMPANY)
+    coins = CoinAllocator(InMemoryTransport(fake), auth=StaticToken(fake.issue_token()), company_id=COMPANY)
+    seen: list[str] = []
+
+    def journal(item: object) -> None:
+        seen.append("x")
+        if len(seen) == 3:
+            raise OSError("disk full")
+
+    rows = ({"user_id": f"H{i}", "event": "E"} for i in range(1000))
+    with pytest.raises(RunAbortedError) as info:
+        await coins.allocate_many(rows, concurrency=1, on_item=journal)
+    error = info.value
+    assert isinstance(error.__cause__, OSError) and "on_item failed" in error.reason
+    assert error.result is not None and error.result.stop_reason == error.reason
+    reported = {item.request.user_id for item in error.result.succeeded if item.request}
+    assert reported == {entry.user_id for entry in fake.ledger.values()} == {"H0", "H1", "H2"}
+
+
+async def test_bad_stream_options_are_refused_at_the_call_not_at_the_first_item() -> None:
+    coins = CoinAllocator(ScriptedTransport(envelope()), auth=StaticToken("t"), company_id=COMPANY)
+
+    async def hook(item: object) -> None:  # never awaited by the SDK: refused
+        pass
+
+    for bad in ({"concurrency": 0}, {"rate": -1}, {"max_pause": float("nan")}, {"on_item": hook}):
+        with pytest.raises(InvalidInputError):
+            coins.allocate_stream([], **bad)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from .._bulk import BulkItem, Outcome, RunStoppedError, allocate_stream
+from .._bulk import BulkItem, Outcome, RunAbortedError, RunStoppedError, allocate_stream
 from .._client import CoinAllocator
 from .._converter import converter
 from .._exceptions import InvalidInputError, NotFoundError
@@ -205,6 +205,8 @@ async def _send(coins: CoinAllocator, journal: Journal, options: BulkOptions, re
         async with contextlib.aclosing(stream):
             async for _ in stream:
                 pass
+    except RunAbortedError as aborted:  # the journal (on_item) or its pages failed: report that error
+        raise aborted.__cause__ or aborted from None
     finally:
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -23,7 +23,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from .._checks import check_count, check_seconds
+from .._checks import check_count, check_headers, check_seconds
 from .._closing import AsyncClosing
 from .._exceptions import (
     ClientClosedError,
@@ -60,15 +60,6 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: What an OpenSSL reason may look like to be shown.
 _REASON = re.compile(r"[A-Za-z0-9_ ,.:()'-]{1,120}")
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-#: Visible ASCII and space: no CR/LF (header injection), no other control character.
-_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
-#: Headers the SDK sets on every request, or that frame the request on the wire.
-_RESERVED_HEADERS = frozenset({
-    "authorization", "content-type", "accept", "user-agent",
-    "host", "content-length", "transfer-encoding", "content-encoding", "accept-encoding",
-    "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade", "expect",
-})
-
 
 class AiohttpTransport(AsyncClosing):
     """Sends requests through one pooled :class:`aiohttp.ClientSession`.
@@ -455,26 +446,7 @@ def _product(app_info: object) -> str:
 
 
 def _check_headers(headers: object) -> dict[str, str]:
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping):
-        _fail(f"default_headers must be a mapping of header names to values, not {_kind(headers)}")
-    checked: dict[str, str] = {}
-    seen: set[str] = set()
-    for name, value in headers.items():
-        if not isinstance(name, str) or len(name) > 256 or not _TOKEN.fullmatch(name):
-            shown = repr(name[:40]) if isinstance(name, str) else _kind(name)
-            _fail(f"default_headers: {shown} is not a valid header name")
-        if name.lower() in _RESERVED_HEADERS:
-            _fail(f"default_headers must not set {name}: the SDK or aiohttp sets it")
-        if name.lower() in seen:
-            _fail(f"default_headers sets {name} twice (header names ignore case)")
-        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):  # the value is never shown
-            _fail(f"default_headers: the value of {name} must be a string of visible ASCII characters "
-                  "and spaces (no line breaks or control characters)")
-        seen.add(name.lower())
-        checked[name] = value
-    return checked
+    return {} if headers is None else check_headers("default_headers", headers)
 
 
 def _check_session(session: object, *, trust_env: bool, max_connections: int) -> None:
