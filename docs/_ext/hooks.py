@@ -4,6 +4,8 @@
   run at build time, so the CLI reference can never list an option the command lacks.
 * The build fails when a public name (``enkash_coins.__all__``, ``enkash_coins.testing.__all__``)
   has no ``::: enkash_coins...`` block in the API reference: a new public name needs its entry.
+* Files that live outside ``docs/`` but belong on the site (the benchmark chart) are
+  added to it from where they are, so there is one copy to keep up to date.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import sys
 from typing import Any
 
 from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File
 
 HELP = re.compile(r"<!-- cli-help: ?([a-z -]*?) ?-->")
 REFERENCE = ("reference/api.md", "reference/testing.md")
+#: Site path -> file in the repository, for files kept outside docs/.
+OUTSIDE = {"assets/benchmarks/latest.png": "benchmarks/results/latest.png"}
 
 
 def _help(command: str) -> str:
@@ -58,4 +63,10 @@ def on_files(files: Any, config: Any, **kwargs: Any) -> Any:
     if missing:
         raise PluginError("the API reference has no entry for: " + ", ".join(missing)
                           + f" (add a '::: name' block to docs/{REFERENCE[0]} or docs/{REFERENCE[1]})")
+    root = os.path.dirname(os.path.abspath(config["config_file_path"]))
+    for dest, source in OUTSIDE.items():
+        path = os.path.join(root, source)
+        if not os.path.isfile(path):
+            raise PluginError(f"{source} is missing (the site shows it as {dest})")
+        files.append(File.generated(config, dest, abs_src_path=path))
     return files
