@@ -1,6 +1,6 @@
 """MkDocs hooks for this site: keep the reference pages true to the code they describe.
 
-* ``<!-- cli-help: bulk -->`` in a page becomes the output of ``enkash-coins bulk --help``,
+* ``<!-- cli-help: bulk -->`` alone on a line of a page becomes the output of ``enkash-coins bulk --help``,
   run at build time, so the CLI reference can never list an option the command lacks.
 * The build fails when a public name (``enkash_coins.__all__``, ``enkash_coins.testing.__all__``)
   has no ``::: enkash_coins...`` block in the API reference: a new public name needs its entry.
@@ -19,7 +19,7 @@ from typing import Any
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
 
-HELP = re.compile(r"<!-- cli-help: ?([a-z -]*?) ?-->")
+HELP = re.compile(r"(?m)^<!-- cli-help: ?([a-z -]*?) ?-->[ \t]*$")  # alone on its line (not quoted in text)
 REFERENCE = ("reference/api.md", "reference/testing.md")
 #: Site path -> file in the repository, for files kept outside docs/.
 OUTSIDE = {"assets/benchmarks/latest.png": "benchmarks/results/latest.png"}
