@@ -5,7 +5,8 @@
 * The build fails when a public name (``enkash_coins.__all__``, ``enkash_coins.testing.__all__``)
   has no ``::: enkash_coins...`` block in the API reference: a new public name needs its entry.
 * Files that live outside ``docs/`` but belong on the site (the benchmark chart) are
-  added to it from where they are, so there is one copy to keep up to date.
+  added to it from where they are, so there is one copy to keep up to date; pages link
+  them by their path in the repository (``../benchmarks/results/latest.png``).
 """
 
 from __future__ import annotations
@@ -34,12 +35,21 @@ def _help(command: str) -> str:
     return done.stdout.rstrip()
 
 
-def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
+def on_page_markdown(markdown: str, page: Any, config: Any, **kwargs: Any) -> str:
     def block(match: re.Match[str]) -> str:
         command = match.group(1).strip()
         shown = f"enkash-coins {command} --help".replace("  ", " ")
         return f"```text\n$ {shown}\n{_help(command)}\n```"
 
+    # A page links a file outside docs/ by its path in the repository (so the link also
+    # works when the page is read on its own); on the site it is the copy added in on_files.
+    here = os.path.dirname(page.file.src_uri)
+    root = os.path.dirname(os.path.abspath(config["config_file_path"]))
+    docs = os.path.abspath(config["docs_dir"])
+    for dest, source in OUTSIDE.items():
+        in_repo = os.path.relpath(os.path.join(root, source), os.path.join(docs, here)).replace(os.sep, "/")
+        on_site = os.path.relpath(dest, here or ".").replace(os.sep, "/")
+        markdown = markdown.replace(f"]({in_repo})", f"]({on_site})")
     return HELP.sub(block, markdown)
 
 
