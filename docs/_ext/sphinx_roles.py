@@ -52,7 +52,7 @@ class SphinxRoles(griffe.Extension):
             if docstring is None or (":" not in docstring.value):
                 continue
             owner = _owner(obj, public)
-            value = ROLE.sub(lambda m: _replace(m, owner, public, pkg), docstring.value)
+            value = ROLE.sub(lambda m, owner=owner: _replace(m, owner, public, pkg), docstring.value)
             docstring.value = LITERAL.sub(lambda m: (m.group(1) or "") + (":" if m.group(1) else ""), value)
 
 
