@@ -89,8 +89,8 @@ class Pacer:
         """A few words for a progress line: the pause, or the current rate."""
         left = self.paused_until - self._clock()
         if left > 0:
-            return f"paused {math.ceil(left)}s (429)"
-        return f"rate {self.rate:,.0f}/s" if self.rate is not None else ""
+            return f"paused {min(math.ceil(left), 999)}s"
+        return f"rate {min(self.rate, 99_999):.0f}/s" if self.rate is not None else ""
 
     async def start(self) -> float:
         """Wait for this worker's turn; returns when the request started."""

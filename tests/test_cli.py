@@ -195,6 +195,29 @@ def test_one_off_commands(server: Served) -> None:
     assert refused.returncode == 1 and "APIError" in refused.stderr
 
 
+def test_cli_errors_speak_in_flags_and_variables(server: Served, tmp_path: Path) -> None:
+    """Advice names what a CLI user can change (flags, env vars), never SDK arguments or methods."""
+    before = len(server.get("requests")["requests"])
+    for argv in (("allocate", "--user-id", "U", "--event", "REFERRAL_EVENT"),
+                 ("events", "create", "--event", "NO_CO", "--amount", "1")):
+        missing = cli(*argv, env=server.env())  # no --company-id, no ENKASH_COMPANY_ID
+        assert missing.returncode == 2, missing.stderr
+        assert "--company-id" in missing.stderr and "ENKASH_COMPANY_ID" in missing.stderr
+        assert "CoinAllocator" not in missing.stderr
+    assert len(server.get("requests")["requests"]) == before, "nothing is sent without a company"
+
+    wrong = cli("allocate", "--company-id", COMPANY, "--user-id", "U", "--event", "REFERRAL_EVENT",
+                env=server.password_env("wrong-password", ENKASH_STATE_DIR=str(tmp_path / "state")))
+    assert wrong.returncode == 2
+    assert "--credentials-fixed" in wrong.stderr and "ENKASH_PASSWORD" in wrong.stderr
+    assert "reset()" not in wrong.stderr and "PasswordGrant" not in wrong.stderr
+    assert "wrong-password" not in wrong.stderr
+
+    insecure = cli("balance", "--user-id", "U", env=server.env(ENKASH_BASE_URL="http://192.0.2.1:8080"))
+    assert insecure.returncode == 2 and "--allow-insecure-http" in insecure.stderr
+    assert "allow_insecure_http=True" not in insecure.stderr
+
+
 def journal_done(path: Path) -> int:
     if not path.exists():
         return 0

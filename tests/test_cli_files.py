@@ -130,3 +130,26 @@ def test_a_missing_campaign_is_said_once_for_all_rows(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("pass --campaign") == 1
     assert "lines 2-501" in result.stderr and "500 problem(s)" in result.stderr
+
+
+@pytest.mark.parametrize("status", ["paused 999s", "rate 99999/s", ""])
+def test_the_progress_line_fits_80_columns_uncut(status: str, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Every outcome present at campaign size, the longest pause, rate or ETA: nothing is cut off."""
+    from enkash_coins._bulk import Outcome
+    from enkash_coins._cli._render import Reporter
+
+    monkeypatch.setenv("COLUMNS", "80")
+    reporter = Reporter()
+    reporter.start(1_000_000)
+    reporter.counts.update({Outcome.SUCCEEDED: 250_100, Outcome.UNKNOWN: 250_200, Outcome.FAILED: 250_300,
+                            Outcome.NOT_ATTEMPTED: 199_000})
+    reporter.status = status
+    reporter._rate = 0.001 if not status else 12_345.0  # no status: the longest ETA
+    line = reporter.line()
+    reporter.stop()
+    shown = capsys.readouterr().err.splitlines()
+    assert "949.6k/1.00M" in line and "skip 199.0k" in line
+    assert all(len(text) <= 80 for text in shown), shown
+    assert any(line in text for text in shown), (line, shown)
+    assert "…" not in "".join(shown)

@@ -13,7 +13,7 @@ import attrs
 
 from .._client import CoinAllocator
 from . import _exit
-from ._config import Connection, add_connection_flags, connect, verbosity
+from ._config import ConfigError, Connection, add_connection_flags, connect, verbosity
 
 __all__ = ["add_parsers"]
 
@@ -23,7 +23,7 @@ Action = Callable[[CoinAllocator, argparse.Namespace], Awaitable[Any]]
 def _command(commands: Any, name: str, help: str, action: Action, *, company: bool) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help, parents=[verbosity()])
     add_connection_flags(p, company=company)
-    p.set_defaults(run=lambda args: _run(action, args))
+    p.set_defaults(run=lambda args: _run(action, args, company=company))
     return p
 
 
@@ -73,14 +73,17 @@ async def _update(coins: CoinAllocator, args: argparse.Namespace) -> Any:
                                     event=args.event, company_id=args.new_company_id)
 
 
-async def _call(action: Action, args: argparse.Namespace) -> Any:
-    async with connect(Connection.of(args)) as coins:
+async def _call(action: Action, args: argparse.Namespace, *, company: bool) -> Any:
+    connection = Connection.of(args)
+    if company and connection.company_id is None:  # before any token request or connection
+        raise ConfigError("no company: pass --company-id or set ENKASH_COMPANY_ID")
+    async with connect(connection) as coins:
         return await action(coins, args)
 
 
-def _run(action: Action, args: argparse.Namespace) -> int:
+def _run(action: Action, args: argparse.Namespace, *, company: bool) -> int:
     try:
-        result = asyncio.run(_call(action, args))
+        result = asyncio.run(_call(action, args, company=company))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return _exit.INTERRUPTED

@@ -17,6 +17,7 @@ from .._client import CoinAllocator
 from .._exceptions import AuthenticationError, EnKashError, InvalidInputError
 from .._retry import RetryPolicy
 from .._transports import AiohttpTransport
+from . import _exit
 from ._guard import TokenGuard
 
 __all__ = ["ConfigError", "Connection", "add_connection_flags", "connect", "env_default", "from_env", "verbosity"]
@@ -148,8 +149,7 @@ def auth_from(env: Mapping[str, str]) -> Auth:
 
 def _cli_words(error: InvalidInputError) -> ConfigError:
     """An SDK validation message, in the words of the command line."""
-    text = error.message.replace("pass allow_insecure_http=True", "pass --allow-insecure-http")
-    return ConfigError(text)
+    return ConfigError(_exit.cli_words(error.message))
 
 
 @contextlib.asynccontextmanager

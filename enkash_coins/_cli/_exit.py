@@ -13,7 +13,7 @@ from .._exceptions import (
     TokenError,
 )
 
-__all__ = ["INCOMPLETE", "INTERRUPTED", "OK", "UNUSABLE", "describe", "exit_code"]
+__all__ = ["INCOMPLETE", "INTERRUPTED", "OK", "UNUSABLE", "cli_words", "describe", "exit_code"]
 
 OK = 0
 INCOMPLETE = 1  # some rows are not (yet) succeeded; or a one-off call failed
@@ -30,12 +30,29 @@ def exit_code(error: BaseException) -> int:
     return INCOMPLETE
 
 
+#: SDK advice (for code) -> the same advice for the command line.
+_WORDS = (
+    ("pass allow_insecure_http=True", "pass --allow-insecure-http"),
+    ("pass it to this call or to CoinAllocator(company_id=...)", "pass --company-id or set ENKASH_COMPANY_ID"),
+    ("then call reset() or build a new PasswordGrant",
+     "then run again with --credentials-fixed (ENKASH_USERNAME / ENKASH_PASSWORD / ENKASH_CLIENT_ID / "
+     "ENKASH_CLIENT_SECRET)"),
+)
+
+
+def cli_words(text: str) -> str:
+    """An SDK message in the words of the command line: flags and variables, not arguments and methods."""
+    for sdk, cli in _WORDS:
+        text = text.replace(sdk, cli)
+    return text
+
+
 def describe(error: BaseException) -> str:
     """The one-line message for ``error`` on stderr (never a secret: SDK messages hold none)."""
     if isinstance(error, InvalidInputError):
-        return f"error: {error.message}"
+        return f"error: {cli_words(error.message)}"
     if isinstance(error, EnKashError):
-        return f"error: {type(error).__name__}: {error}"
+        return f"error: {type(error).__name__}: {cli_words(str(error))}"
     if isinstance(error, sqlite3.Error):
         return f"error: the journal cannot be used: {error}"
     if isinstance(error, OSError):

@@ -15,26 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .._auth import MAX_FAILURES, PasswordGrant
+from ._state import hold, state_dir, write_json
 
-__all__ = ["TokenGuard", "state_dir"]
+__all__ = ["TokenGuard"]
 
 #: Failed token requests in a row after which no run asks again on its own.
 LIMIT = MAX_FAILURES
-
-
-def state_dir(env: Mapping[str, str]) -> Path:
-    """``$ENKASH_STATE_DIR``, else ``$XDG_STATE_HOME/enkash-coins``, else ``~/.local/state/enkash-coins``."""
-    if env.get("ENKASH_STATE_DIR"):
-        return Path(env["ENKASH_STATE_DIR"])
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "enkash-coins"
 
 
 class TokenGuard:
@@ -60,10 +51,7 @@ class TokenGuard:
     def _write(self, data: dict[str, dict[str, float]]) -> str | None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".token-refusals.")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.path)
+            write_json(self.path, data)
         except OSError as exc:
             return (f"warning: cannot record failed token requests in {self.path} ({exc.strerror or exc}): "
                     "reruns with wrong credentials could lock the EnKash account. Set ENKASH_STATE_DIR to a "
@@ -78,22 +66,9 @@ class TokenGuard:
             OSError: the state directory cannot be used. Without it the guard cannot
                 work, and the caller must not ask for a token (fail closed).
         """
-        from ._journal import _lock
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                handle = _lock(self.path.with_suffix(".lock"))
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        try:
+        with hold(self.path.with_suffix(".lock"), seconds):
             yield
-        finally:
-            handle.close()
 
     def refusals(self) -> int:
         entry = self._read().get(self.key, {})

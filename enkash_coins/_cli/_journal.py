@@ -37,6 +37,7 @@ import attrs
 from .._bulk import BulkItem, Outcome, refused
 from .._exceptions import EnKashError, InvalidInputError
 from .._ids import derive_request_id
+from . import _state
 from ._input import InputRow, Problem
 
 __all__ = ["Entry", "Journal", "JournalError", "Recorder", "Sendable"]
@@ -91,24 +92,6 @@ class LoadReport:
     removed_maybe_applied: int
 
 
-def _lock(path: Path) -> IO[bytes]:
-    """Hold an exclusive lock on ``path`` for as long as the returned file is open."""
-    handle = path.open("a+b")
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - Windows
-            import msvcrt
-
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined, unused-ignore]
-    except OSError:
-        handle.close()
-        raise
-    return handle
-
-
 class Journal:
     """One campaign's journal. Build with :meth:`open`; close it (or use ``with``)."""
 
@@ -135,7 +118,7 @@ class Journal:
         """
         lock_path = path.with_name(path.name + ".lock")
         try:
-            lock = _lock(lock_path)
+            lock = _state.lock(lock_path)
         except OSError:
             raise JournalError(
                 f"journal {path} is in use by another run (lock {lock_path} is held). Two runs on one "

@@ -13,10 +13,7 @@ and campaign names, and never a secret. Entries whose file is gone are dropped.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -24,8 +21,7 @@ from typing import Any
 
 import attrs
 
-from ._guard import state_dir
-from ._journal import _lock
+from ._state import hold, state_dir, write_json
 
 __all__ = ["Entry", "Registry"]
 
@@ -74,14 +70,11 @@ class Registry:
         """Add or refresh ``journal``; returns a warning when the record cannot be written."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.closing(_wait_for_lock(self.path.with_suffix(".lock"))):
+            with hold(self.path.with_suffix(".lock"), 10.0):
                 mine = str(journal.resolve())
                 entries = [e for e in self._read() if e["path"] != mine and Path(e["path"]).exists()]
                 entries.append({"path": mine, "base_url": base_url, "campaign": campaign, "updated": time.time()})
-                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".journals.")
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(entries, f)
-                os.replace(tmp, self.path)
+                write_json(self.path, entries)
         except OSError as exc:
             return (f"cannot record journal {journal} in {self.path} ({exc.strerror or exc}); a later run from "
                     "another journal would not be warned that these rows were sent. Set ENKASH_STATE_DIR to a "
@@ -89,12 +82,3 @@ class Registry:
         return None
 
 
-def _wait_for_lock(path: Path, seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return _lock(path)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)

@@ -27,7 +27,12 @@ REFRESH = 0.25  # seconds between progress updates
 
 
 def _n(value: float) -> str:
-    return f"{value:,.0f}"
+    """At most 6 characters: 9,999 / 123.4k / 1.23M (the progress line must fit 80 columns)."""
+    if value < 10_000:
+        return f"{value:,.0f}"
+    if value < 999_950:
+        return f"{value / 1e3:.1f}k"
+    return f"{value / 1e6:.2f}M"
 
 
 class Reporter:
@@ -81,7 +86,7 @@ class Reporter:
         from rich.progress import BarColumn, Progress, TextColumn
 
         self._progress = Progress(
-            TextColumn("sending"), BarColumn(bar_width=None), TextColumn("{task.fields[line]}"),
+            BarColumn(bar_width=None), TextColumn("{task.fields[line]}"),
             console=self._err, auto_refresh=False, transient=False, expand=True,
         )
         self._progress.start()
@@ -97,7 +102,10 @@ class Reporter:
         return sum(self.counts.values())
 
     def line(self) -> str:
-        """The progress text: done/total, rate, outcomes, ETA (fits 80 columns with the bar)."""
+        """The progress text: done/total, rate, outcomes, then the pause or rate or ETA.
+
+        At most 75 characters (numbers as 123.4k), so a bar still fits on an 80-column terminal.
+        """
         now = time.monotonic()
         done = self.done()
         then, before = self._last
@@ -113,7 +121,7 @@ class Reporter:
         if self.status:
             text += f" {self.status}"
         elif self._rate and done < self._total:
-            left = int((self._total - done) / self._rate)
+            left = min(int((self._total - done) / self._rate), 100 * 3600 - 1)
             text += f" ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
         return text
 
