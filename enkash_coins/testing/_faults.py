@@ -92,15 +92,17 @@ class Faults:
         drop_after: applied, then the connection dropped: the client sees a failure
             while the ledger has the credit. This is the case that doubles money in
             an SDK without idempotent retries.
-        gateway_400, gateway_404: an HTML 400 / 404 page from a gateway in front of
-            EnKash (not an EnKash answer; not applied).
+        gateway_400: an HTML 400 page from a gateway in front of EnKash (not an
+            EnKash answer; not applied).
+        gateway_404: the same, with an HTML 404 page.
         forbidden: 403 (not applied), as for credentials without the permission.
         plan: the fate of the first attempts of *every* request, in order, before the
             random draws take over: e.g. ``("drop_after", "gateway_404")`` applies and
             drops attempt 1, then answers attempt 2 with a gateway's 404 page. A step
             is a fault kind or ``"ok"``.
-        latency, latency_jitter: every request waits ``latency`` plus up to
-            ``latency_jitter`` seconds.
+        latency: every request waits ``latency`` plus up to ``latency_jitter``
+            seconds.
+        latency_jitter: see ``latency``.
         routes: limit faults (not latency) to these routes (see ``_routes.NAMES``).
         seed: makes every fate reproducible.
     """
