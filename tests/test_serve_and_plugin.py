@@ -84,7 +84,8 @@ def readme_snippet(name: str) -> str:
 def test_the_readme_plugin_snippet_runs_in_a_fresh_project(pytester: pytest.Pytester) -> None:
     pytester.makefile(".toml", pyproject=readme_snippet("pyproject"))
     pytester.makepyfile(test_user=readme_snippet("test"))
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    # As pasted, not even a deprecation warning (pytest-asyncio warns when the loop scope is unset).
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error::pytest.PytestDeprecationWarning")
     result.assert_outcomes(passed=2)
 
 
