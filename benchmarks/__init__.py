@@ -1,1 +1,1 @@
-"""Benchmarks for enkash-coins: ``python -m benchmarks`` (see README, "Performance")."""
+"""Benchmarks for enkash-coins: ``python -m benchmarks`` (see docs/performance.md)."""

@@ -207,7 +207,7 @@ class CoinAllocator(AsyncClosing):
 
         ``request_id`` is sent as given, or generated. Every retry re-sends the
         identical body with the same ``request_id``, which EnKash applies at most
-        once (see README, "Idempotency and retries").
+        once (see the docs, "Idempotency and retries": docs/retries.md).
 
         Raises:
             InvalidInputError: before anything is sent.

@@ -78,7 +78,7 @@ async def demo(concurrency: int, workdir: Path) -> int:
             for user in users:
                 print(f"  balance of {user}: {await coins.get_balance(user_id=user)} coins")
         print("\nThat was the FAKE EnKash. For real runs: enkash-coins bulk FILE --campaign NAME "
-              "with ENKASH_BASE_URL and credentials set (see README).")
+              "with ENKASH_BASE_URL and credentials set (see docs/cli.md).")
         return code
 
 

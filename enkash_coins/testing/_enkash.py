@@ -1,7 +1,7 @@
 """FakeEnKash: the single source of truth for how the fake behaves.
 
 It answers :class:`Request` values with :class:`Response` values exactly as the
-wire contract in the README says EnKash does, including the assumptions the SDK
+wire contract (docs/wire-contract.md) says EnKash does, including the assumptions the SDK
 rests on (a replayed requestId credits nothing more). The in-memory transport calls
 it directly; the HTTP fake server wraps the same object.
 """
