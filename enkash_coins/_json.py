@@ -13,8 +13,11 @@ except ImportError:  # pragma: no cover - depends on the environment
     orjson = None  # type: ignore[assignment, unused-ignore]
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # built once, not per call
+
+
 def _std_dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(data).encode()
 
 
 def _std_loads(content: bytes) -> Any:
