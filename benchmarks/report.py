@@ -21,9 +21,31 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
     ]
     if all(k in r for k in ("allocate_http", "sdk_overhead", "bulk_memory", "token_single_flight", "under_faults")):
         lines += _first_five(r)
+    if "hotpath" in r:
+        lines += _hotpath(r["hotpath"])
     if "campaign" in r:
         lines += _campaign(r["campaign"])
     path.write_text("\n".join(lines))
+
+
+def _hotpath(h: dict[str, Any]) -> list[str]:
+    names = {"raw_aiohttp": "raw aiohttp (`json=`, `await response.json()`)",
+             "sdk_default": "`allocate`, default install (standard library JSON)",
+             "sdk_fast": "`allocate`, `fast` extra (orjson)"}
+    lines = [
+        f"**7. The hot path** (`python -m benchmarks.hotpath`: {h['calls']:,} calls fanned out with "
+        f"`asyncio.gather` under a semaphore of {h['concurrency']}, each variant in a fresh client process on "
+        f"one core, the server on the other; {h['rounds']} interleaved rounds; ratios per round against raw "
+        "aiohttp of the same round, then the median):",
+        "",
+        "| variant | JSON | calls/s | CPU µs/call | ÷ raw aiohttp (median) | per round | CPU µs above raw |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    for name, v in h["variants"].items():
+        each = ", ".join(f"{x:.2f}" for x in v["vs_raw_each"])
+        lines.append(f"| {names.get(name, name)} | {v['json']} | {v['rps']:,.0f} | {v['cpu_us_per_call']:.0f} "
+                     f"| {v['vs_raw']:.2f} | {each} | {v['cpu_extra_us']:+.0f} |")
+    return [*lines, ""]
 
 
 def _first_five(r: dict[str, Any]) -> list[str]:

@@ -6,7 +6,8 @@ import asyncio
 import enum
 import logging
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from typing import Any
 
 import cattrs
 
@@ -214,29 +215,29 @@ class CoinAllocator(AsyncClosing):
             APIError: EnKash refused it (non-zero ``response_code``); check ``outcome_unknown``.
             HTTPStatusError, TransportError, ResponseDecodeError, TokenError: see ``outcome_unknown``.
         """
-        request = AllocationRequest(
-            user_id=user_id, event=event, request_id=request_id, company_id=company_id
+        request = AllocationRequest(  # built complete, once: no copy for the defaults
+            user_id=user_id, event=event,
+            request_id=self._generated_id() if request_id is None else request_id,  # "" is refused, not replaced
+            company_id=self._company(None) if company_id is None else company_id,
         )
-        return await self._allocate(self.resolve(request), None)
+        return await self._allocate(request, None)
+
+    def _generated_id(self) -> str:
+        failure = None
+        try:
+            made = self._new_id()
+        except Exception as error:  # the caller's factory: report it, never let it escape raw
+            failure = f"{type(error).__name__}: {error}"
+        if failure is not None:  # raised outside the handler: the factory's exception is not its __context__
+            raise InvalidInputError(f"request_id_factory failed: {failure}")
+        return check_text("generated request_id", made, is_id=True)
 
     def resolve(self, request: AllocationRequest) -> AllocationRequest:
         """Fill in the company and a generated requestId where ``request`` has none."""
-        company_id = request.company_id or self.company_id
-        if company_id is None:
-            raise InvalidInputError(
-                "company_id is required: pass it to this call or to CoinAllocator(company_id=...)"
-            )
+        company_id = request.company_id or self._company(None)
         if request.request_id is not None and request.company_id is not None:
             return request
-        request_id = request.request_id
-        if request_id is None:
-            try:
-                made = self._new_id()
-            except Exception as error:  # the caller's factory: report it, never let it escape raw
-                made, failure = None, f"{type(error).__name__}: {error}"
-            if made is None:  # raised outside the handler: the factory's exception is not its __context__
-                raise InvalidInputError(f"request_id_factory failed: {failure}")
-            request_id = check_text("generated request_id", made, is_id=True)
+        request_id = self._generated_id() if request.request_id is None else request.request_id
         return request.with_defaults(company_id=company_id, request_id=request_id)
 
     async def allocate_request(self, request: AllocationRequest) -> Allocation:
@@ -398,7 +399,7 @@ class CoinAllocator(AsyncClosing):
                 f"event payload is not a valid {{coinConfigId, configuration, event, amount}}{done}", sent=True
             ) from None
 
-    async def _call(
+    def _call(
         self,
         operation: str,
         method: str,
@@ -410,7 +411,8 @@ class CoinAllocator(AsyncClosing):
         idempotent: bool = True,
         pacer: Pacer | None = None,
         call: Call | None = None,
-    ) -> Envelope:
+    ) -> Coroutine[Any, Any, Envelope]:
+        """The call's checks now, then its retry loop to await (a plain function: one coroutine less)."""
         shared = self._shared
         if shared.state is _State.CLOSED:
             raise ClientClosedError("this CoinAllocator is closed; build a new one", request_id=request_id)
@@ -419,7 +421,8 @@ class CoinAllocator(AsyncClosing):
             self._bind(loop, request_id)
         if call is None:
             call = Call(operation, request_id, mutating=mutating, idempotent=idempotent)
-        return await run(call, self._attempt, (method, path, body), self.retry, shared.budget, self._on_retry, pacer)
+        call.method, call.path, call.body = method, path, body
+        return run(call, self._attempt, self.retry, shared.budget, self._on_retry, pacer)
 
     def _bind(self, loop: asyncio.AbstractEventLoop, request_id: str | None) -> None:
         """Tie the allocator to the first loop it runs on; refuse any other."""
@@ -474,7 +477,7 @@ class CoinAllocator(AsyncClosing):
             failure = type(error).__name__
         raise _broken(self.transport, failure)  # outside the handler: no raw exception in the chain
 
-    async def _attempt(self, parts: tuple[str, str, bytes], call: Call) -> Envelope:
+    async def _attempt(self, call: Call) -> Envelope:
         shared = self._shared
         if shared.state is _State.CLOSED:
             raise ClientClosedError(f"the CoinAllocator was closed before this {call.operation} call was sent")
@@ -482,7 +485,7 @@ class CoinAllocator(AsyncClosing):
         token = auth.current() if isinstance(auth, _CACHING) else None  # a fresh cached token: no await
         if token is None:
             token = await self._token()
-        method, path, body = parts
+        method, path, body = call.method, call.path, call.body
         request = self._request(method, path, body, token)
         call.sending = True
         try:

@@ -47,7 +47,6 @@ MAX_THROTTLED = 20
 
 log = logging.getLogger("enkash_coins")
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -202,8 +201,8 @@ def may_retry(error: EnKashError, *, sent: bool, idempotent: bool) -> bool:
 class Call:
     """What one logical call remembers across its attempts (never shared)."""
 
-    __slots__ = ("attempts", "idempotent", "maybe_applied", "mutating", "operation", "reached", "request_id",
-                 "sending", "spent", "started", "throttled")
+    __slots__ = ("attempts", "body", "idempotent", "maybe_applied", "method", "mutating", "operation", "path",
+                 "reached", "request_id", "sending", "spent", "started", "throttled")
 
     def __init__(self, operation: str, request_id: str | None, *, mutating: bool, idempotent: bool) -> None:
         self.operation = operation
@@ -217,6 +216,7 @@ class Call:
         self.spent = 0
         self.throttled = 0  # attempts answered 429 and retried after a bulk run's pause
         self.started = time.monotonic()
+        self.method, self.path, self.body = "", "", b""  # what each attempt sends (set by the allocator)
 
     def finish(self, error: EnKashError, *, budget_exhausted: bool = False, sent: bool = False) -> EnKashError:
         """The error the caller sees: complete, with this call's context."""
@@ -238,14 +238,13 @@ class Call:
 
 async def run(
     call: Call,
-    attempt: Callable[[R, Call], Awaitable[T]],
-    request: R,
+    attempt: Callable[[Call], Awaitable[T]],
     policy: RetryPolicy,
     budget: RetryBudget | None,
     on_retry: Callable[[RetryEvent], object] | None,
     pacer: Pacer | None = None,
 ) -> T:
-    """Run ``attempt(request, call)`` until it succeeds or a rule says stop; raise the finished error.
+    """Run ``attempt(call)`` until it succeeds or a rule says stop; raise the finished error.
 
     With a ``pacer`` (bulk runs), each attempt waits for its turn, and a 429 pauses
     the whole run and is retried after the pause, outside ``max_attempts``,
@@ -266,7 +265,7 @@ async def run(
             call.attempts += 1
             call.sending = False
             try:
-                result = await attempt(request, call)
+                result = await attempt(call)
             except EnKashError as error:
                 sent = call.sending
                 call.sending = False  # between attempts nothing is on the wire

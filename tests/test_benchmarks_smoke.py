@@ -17,14 +17,17 @@ def test_every_benchmark_scenario_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "latest.json").read_text())
     assert {"allocate_http", "sdk_overhead", "bulk_memory", "token_single_flight", "under_faults",
-            "campaign"} <= set(data)
+            "hotpath", "campaign"} <= set(data)
+    hot = data["hotpath"]["variants"]
+    assert hot["sdk_default"]["json"] == "json"  # the default install: orjson hidden from the SDK
+    assert all(v["rps"] > 0 and v["cpu_us_per_call"] > 0 for v in hot.values())
     assert [row["concurrency"] for row in data["allocate_http"]["rows"]] == [1, 16, 64, 256]
     assert data["token_single_flight"]["token_requests"] == 1
     assert data["under_faults"]["fault_free"]["succeeded"] == data["under_faults"]["n"]
     assert data["machine"]["cpu_count"] >= 1
     markdown = (tmp_path / "latest.md").read_text()
     assert "Allocate over HTTP" in markdown
-    assert "Campaign" in markdown
+    assert "Campaign" in markdown and "The hot path" in markdown
     check_campaign(data["campaign"])
 
 

@@ -186,6 +186,9 @@ class AiohttpTransport(AsyncClosing):
                 auto_decompress=True,  # whatever the session says: callers get decoded bodies
                 read_bufsize=_STEP,  # bounds aiohttp's decompression steps, whatever the session says
             ) as resp:
+                length = resp.content_length  # EnKash's usual small JSON answer: read at once, here
+                if length is not None and length <= self._max_bytes and "Content-Encoding" not in resp.headers:
+                    return Response(resp.status, resp.headers, await resp.read())
                 return await self._read(resp)
         except EnKashError:
             raise
@@ -199,12 +202,8 @@ class AiohttpTransport(AsyncClosing):
     async def _read(self, resp: aiohttp.ClientResponse) -> Response:
         """Read the body in bounded steps, stopping one byte past the cap.
 
-        An uncompressed body whose Content-Length fits is read at once (aiohttp stops at
-        that length): EnKash's usual small JSON answer.
+        (An uncompressed body whose Content-Length fits is read at once by :meth:`send`.)
         """
-        length = resp.content_length
-        if length is not None and length <= self._max_bytes and "Content-Encoding" not in resp.headers:
-            return Response(resp.status, resp.headers, await resp.read())
         cap, size, undecodable = self._max_bytes, 0, False
         chunks: list[bytes] = []
         content = resp.content
