@@ -21,10 +21,10 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
     ]
     if all(k in r for k in ("allocate_http", "sdk_overhead", "bulk_memory", "token_single_flight", "under_faults")):
         lines += _first_five(r)
-    if "hotpath" in r:
-        lines += _hotpath(r["hotpath"])
     if "campaign" in r:
         lines += _campaign(r["campaign"])
+    if "hotpath" in r:
+        lines += _hotpath(r["hotpath"])
     path.write_text("\n".join(lines))
 
 
