@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from cli_helpers import cli, seed_file, serve
 
 COMPANY = "SCALE_CO"
@@ -91,3 +92,35 @@ def test_a_server_rate_limit_slows_the_run_instead_of_failing_it(tmp_path: Path)
         assert server.credits("L") == {f"L{i:07d}": 1 for i in range(n)}
         limited = sum(1 for r in server.get("requests")["requests"] if r["status"] == 429)
         assert limited <= 0.1 * n, f"{limited} requests answered 429"
+
+
+def test_the_journal_log_stays_small_across_a_100k_row_run(tmp_path: Path) -> None:
+    """The run's own read and write pattern (keyset pages, batched outcomes) over 100,000 rows:
+    SQLite can checkpoint all along, so the write-ahead log never grows with the campaign."""
+    from enkash_coins import AllocationRequest, BulkItem, Outcome
+    from enkash_coins._cli._input import InputRow
+    from enkash_coins._cli._journal import Journal
+
+    n = 100_000
+    rows = (InputRow(line=i + 2, company_id=COMPANY, user_id=f"W{i:07d}", event="DIWALI_BONUS", given_id="",
+                     request_id=f"WAL_{i:07d}") for i in range(n))
+    journal = Journal.open(tmp_path / "c.journal.sqlite")
+    try:
+        count = journal.validate(rows, lambda problem: pytest.fail(str(problem)), source="c.csv")
+        assert count == n
+        journal.merge(count, campaign="WAL", source="c.csv")
+        recorder = journal.recorder()
+        peak = sent = 0
+        for row in journal.pages(lambda: False):
+            request = AllocationRequest(company_id=row.company_id, user_id=row.user_id, event=row.event,
+                                        request_id=row.request_id)
+            recorder.record(BulkItem(index=sent, request=request, outcome=Outcome.SUCCEEDED))
+            sent += 1
+            if sent % 5_000 == 0:
+                peak = max(peak, journal.wal_bytes())
+        recorder.flush()
+        peak = max(peak, journal.wal_bytes())
+        assert sent == n and journal.counts().get("succeeded") == n
+    finally:
+        journal.close()
+    assert peak < 16 * 2**20, f"the write-ahead log reached {peak / 2**20:.1f} MB"
