@@ -69,7 +69,10 @@ def _first_five(r: dict[str, Any]) -> list[str]:
         "",
         f"**2. SDK overhead alone** (trivial in-memory transport, N={o['n']}): {o['sdk_us_per_call']:.1f} µs "
         f"per allocation ({o['sdk_calls_per_s']:,.0f}/s on one core); a bare `json.dumps` + `json.loads` "
-        f"round trip is {o['bare_json_us_per_call']:.1f} µs.",
+        f"round trip is {o['bare_json_us_per_call']:.1f} µs."
+        + (f" OpenTelemetry with no provider configured (API {'installed' if o['otel_api_installed'] else 'absent'})"
+           f": {o['otel_unconfigured_us_per_call']:.2f} µs per call (target ≤ 2 µs)."
+           if "otel_unconfigured_us_per_call" in o else ""),
         "",
         f"**3. Bulk memory** (peak RSS; the interpreter with the SDK imported: {mem['baseline_mb']:.0f} MB):",
         "",

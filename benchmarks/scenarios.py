@@ -31,6 +31,8 @@ from enkash_coins import (
     RetryPolicy,
     StaticToken,
 )
+from enkash_coins import _telemetry as telemetry
+from enkash_coins._retry import Call
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/api/v0/enkash-coins/allocate-coin"
@@ -184,13 +186,23 @@ async def _scenario_overhead(n: int, repeats: int) -> dict[str, Any]:
             json.loads(body)
         return (time.process_time() - start) / n * 1e6
 
-    sdk_us, bare_us = [], []
+    def otel() -> float:
+        """What OpenTelemetry costs a call while no provider is set (API installed or not)."""
+        call = Call("allocate", "R", mutating=True, idempotent=True)
+        start = time.process_time()
+        for _ in range(n):
+            telemetry.start(call)
+        return (time.process_time() - start) / n * 1e6
+
+    sdk_us, bare_us, otel_us = [], [], []
     for _ in range(repeats):
         sdk_us.append(await sdk())
         bare_us.append(await bare())
+        otel_us.append(otel())
     s, b = statistics.median(sdk_us), statistics.median(bare_us)
     return {"n": n, "sdk_us_per_call": s, "sdk_calls_per_s": 1e6 / s, "bare_json_us_per_call": b,
-            "sdk_minus_json_us": s - b}
+            "sdk_minus_json_us": s - b, "otel_unconfigured_us_per_call": statistics.median(otel_us),
+            "otel_api_installed": telemetry._trace is not None}
 
 
 def scenario_overhead(n: int, repeats: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ def test_every_benchmark_scenario_runs(tmp_path: Path) -> None:
     assert all(v["rps"] > 0 and v["cpu_us_per_call"] > 0 for v in hot.values())
     assert [row["concurrency"] for row in data["allocate_http"]["rows"]] == [1, 16, 64, 256]
     assert data["token_single_flight"]["token_requests"] == 1
+    assert data["sdk_overhead"]["otel_unconfigured_us_per_call"] > 0
     assert data["under_faults"]["fault_free"]["succeeded"] == data["under_faults"]["n"]
     assert data["machine"]["cpu_count"] >= 1
     markdown = (tmp_path / "latest.md").read_text()
