@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import functools
+import os
 import re
+import threading
 import time
 import unicodedata
 import urllib.parse
+import weakref
 from collections.abc import Callable
 from typing import NoReturn, Protocol, runtime_checkable
 
@@ -100,7 +105,9 @@ class PasswordGrant:
     """EnKash's ``POST /oauth/token`` password grant, cached and refreshed.
 
     * One token request at a time (single flight): however many tasks need a token,
-      one request is made and all of them wait for it.
+      one request is made and all of them wait for it. That holds across event loops
+      and threads too: several :class:`SyncCoinAllocator` (or allocators on several
+      loops) may share one provider, and one token.
     * The token is refreshed ``refresh_margin`` seconds (at most a fifth of its
       life) before ``expires_in`` runs out.
     * EnKash locks the account after three consecutive failed token requests, so the
@@ -149,7 +156,9 @@ class PasswordGrant:
         self._clock = clock
         self._token: str | None = None
         self._expires_at = 0.0
-        self._inflight: asyncio.Future[str] | None = None
+        self._guard = threading.Lock()
+        self._inflight: concurrent.futures.Future[str] | None = None  # the token request under way, if any
+        _GRANTS.add(self)
         self._latched: str | None = None  # why token requests stopped
         self._latched_status = 0
         self.token_requests = 0  # requests made to the token endpoint
@@ -182,20 +191,37 @@ class PasswordGrant:
 
     async def get_token(self, transport: Transport) -> str:
         token = self.current()
-        if token is not None:
-            return token
-        if self._latched is not None:
-            raise self._refusal()
-        flight = self._inflight
-        if flight is None:
-            flight = self._inflight = asyncio.ensure_future(self._fetch(transport))
-            flight.add_done_callback(self._landed)
-        return await asyncio.shield(flight)
+        while token is None:
+            if self._latched is not None:
+                raise self._refusal()
+            # One token request at a time, whichever event loop (thread) asks: several
+            # SyncCoinAllocators, or allocators on several loops, may share this provider.
+            with self._guard:
+                flight = self._inflight
+                if flight is None:
+                    flight = self._inflight = concurrent.futures.Future()
+                    fetch = asyncio.ensure_future(self._fetch(transport))
+                    fetch.add_done_callback(functools.partial(self._landed, flight))
+            try:
+                return await asyncio.shield(asyncio.wrap_future(flight))
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not flight.cancelled() or task is None or task.cancelling():
+                    raise
+            # The fetch was cancelled (its event loop shut down), this call was not: fetch from here.
+            token = self.current()
+        return token
 
-    def _landed(self, flight: asyncio.Future[str]) -> None:
-        self._inflight = None
-        if not flight.cancelled():
-            flight.exception()  # retrieved here; each waiter re-raises it
+    def _landed(self, flight: concurrent.futures.Future[str], fetch: asyncio.Future[str]) -> None:
+        with self._guard:
+            if self._inflight is flight:
+                self._inflight = None
+        if fetch.cancelled():
+            flight.cancel()
+        elif (error := fetch.exception()) is not None:
+            flight.set_exception(error)  # each waiter re-raises it
+        else:
+            flight.set_result(fetch.result())
 
     def _refusal(self) -> AuthenticationError:
         return AuthenticationError(
@@ -275,3 +301,16 @@ class PasswordGrant:
         self.tokens_received += 1
         self.failures = 0
         return None
+
+
+#: Every PasswordGrant, so that a forked child can drop what it inherited mid-flight.
+_GRANTS: weakref.WeakSet[PasswordGrant] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for grant in list(_GRANTS):
+        grant._guard = threading.Lock()  # another thread may have held it at the fork
+        grant._inflight = None  # the parent's token request: nothing in this process would finish it
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
