@@ -198,18 +198,23 @@ class PasswordGrant:
             # SyncCoinAllocators, or allocators on several loops, may share this provider.
             with self._guard:
                 flight = self._inflight
+                leader = flight is None
                 if flight is None:
                     flight = self._inflight = concurrent.futures.Future()
                     fetch = asyncio.ensure_future(self._fetch(transport))
                     fetch.add_done_callback(functools.partial(self._landed, flight))
             try:
                 return await asyncio.shield(asyncio.wrap_future(flight))
+            except (ClientClosedError, WrongEventLoopError):
+                if leader:
+                    raise
+                # Another allocator's transport was closed under its fetch: not this call's failure.
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not flight.cancelled() or task is None or task.cancelling():
                     raise
-            # The fetch was cancelled (its event loop shut down), this call was not: fetch from here.
-            token = self.current()
+                # The fetch was cancelled (its event loop shut down), this call was not.
+            token = self.current()  # then fetch from here
         return token
 
     def _landed(self, flight: concurrent.futures.Future[str], fetch: asyncio.Future[str]) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -53,18 +54,19 @@ class _Flight:
     the loop (before that, nothing was sent) and, for an allocation, its requestId and the
     :class:`Call` that knows whether a request may have been applied."""
 
-    __slots__ = ("call", "request_id", "started")
+    __slots__ = ("call", "request_id", "started", "swept")
 
     def __init__(self) -> None:
         self.started = False
         self.request_id: str | None = None
         self.call: Call | None = None
+        self.swept = False  # given up on while the loop might still run it: assume the worst
 
-    def unknown(self, *, mutating: bool, gave_up: bool) -> bool:
-        """Whether this call, cancelled by close(), may have been applied."""
-        if not mutating or not (self.started or gave_up):
+    def unknown(self, *, mutating: bool) -> bool:
+        """Whether this call, ended by close(), may have been applied."""
+        if not mutating or not (self.started or self.swept):
             return False
-        if self.call is None or gave_up:  # no Call to ask, or the loop may still be running it
+        if self.call is None or self.swept:  # no Call to ask, or the loop may still be running it
             return True
         return self.call.sending or self.call.maybe_applied  # as a bulk run's cancelled items
 
@@ -77,22 +79,45 @@ async def _allocation(coins: CoinAllocator, request: AllocationRequest, flight: 
     return await coins._allocate(request, None, flight.call)
 
 
-def _serve(loop: asyncio.AbstractEventLoop) -> None:
+def _settle(future: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
+    """A call's task is done: hand its outcome to the waiting thread (unless that gave up)."""
+    if task.cancelled():
+        future.cancel()
+        return
+    error = task.exception()  # retrieved here in any case
+    with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(task.result())
+
+
+def _cancel_soon(task: asyncio.Task[Any], future: concurrent.futures.Future[Any]) -> None:
+    """The waiting thread gave up (KeyboardInterrupt), or close() did: stop the call on its loop."""
+    if future.cancelled():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the task is over
+            task.get_loop().call_soon_threadsafe(task.cancel)
+
+
+def _serve(loop: asyncio.AbstractEventLoop, owner: _Loop) -> None:
     """The loop thread's body: run until stopped, then end what is left and close the loop."""
     asyncio.set_event_loop(loop)
     try:
         loop.run_forever()
     finally:
         try:
-            leftovers = asyncio.all_tasks(loop)
-            for task in leftovers:  # e.g. a token fetch other calls were sharing
-                task.cancel()
-            if leftovers:
+            for _ in range(3):  # a cancelled task may leave another behind (a bulk run's workers)
+                leftovers = asyncio.all_tasks(loop)
+                if not leftovers:
+                    break
+                for task in leftovers:  # e.g. a token fetch other calls were sharing
+                    task.cancel()
                 loop.run_until_complete(asyncio.wait(leftovers, timeout=_SETTLE))
             loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), _SETTLE))
         except Exception:  # pragma: no cover - the loop is closed below whatever happened
             log.exception("SyncCoinAllocator: the event loop's clean-up failed")
         finally:
+            owner.sweep(final=True)
             loop.close()
 
 
@@ -100,18 +125,21 @@ class _Loop:
     """An event loop in a daemon thread, started on first use, for one :class:`CoinAllocator`.
 
     Holds no reference to the :class:`SyncCoinAllocator`, which can therefore be finalized.
+    A call takes no lock once the loop runs: it registers its future in ``_waiting``
+    (a dict; its operations are atomic), then checks ``_swept``; the last sweep sets
+    ``_swept``, then resolves every registered future. Either sees the other.
     """
 
     def __init__(self, coins: CoinAllocator) -> None:
         self.coins = coins
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # starting and closing
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pid = 0
         self.closed = False
         self._calls: set[asyncio.Task[Any]] = set()  # running calls; touched on the loop's thread only
-        self._waiting: set[concurrent.futures.Future[Any]] = set()  # under _lock
-        self._gave_up = False  # close() resolved calls the stuck loop had not finished (under _lock)
+        self._waiting: dict[concurrent.futures.Future[Any], _Flight] = {}  # calls a thread waits for
+        self._swept = False
         self._closer: asyncio.Task[None] | None = None
         self._close_error: BaseException | None = None
 
@@ -137,44 +165,34 @@ class _Loop:
             raise WrongEventLoopError(
                 "SyncCoinAllocator blocks, and this thread runs an event loop that it would block: "
                 "use CoinAllocator and await its calls here")
-        with self._lock:
-            try:
-                loop = self._start()
-            except BaseException:
-                coro.close()
-                raise
-            future = asyncio.run_coroutine_threadsafe(self._guard(coro, flight), loop)
-            self._waiting.add(future)
+        loop = self._loop
+        if loop is None or self.closed or self._pid != os.getpid():
+            with self._lock:
+                try:
+                    loop = self._start()
+                except BaseException:
+                    coro.close()
+                    raise
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._waiting[future] = flight
+        try:
+            if self._swept:  # the loop has ended, or close() gave up on it
+                raise RuntimeError
+            loop.call_soon_threadsafe(self._launch, coro, flight, future)
+        except RuntimeError:  # the loop is closed: the call never ran
+            self._waiting.pop(future, None)
+            coro.close()
+            raise ClientClosedError("this SyncCoinAllocator is closed; build a new one") from None
         return future
 
-    def wait(self, future: concurrent.futures.Future[T], flight: _Flight, coro: Coroutine[Any, Any, T], *,
-             mutating: bool, pump: Callable[[], None] | None = None) -> T:
-        """The result of a submitted call; ``pump`` runs in this thread first (it feeds the call)."""
-        try:
-            if pump is not None:
-                pump()
-            return future.result()
-        except concurrent.futures.CancelledError:
-            with self._lock:
-                gave_up = self._gave_up  # close() gave up on a stuck loop: it may still start the call
-            started = flight.started or gave_up
-            if not started:
-                coro.close()  # it never ran (nothing was sent): no "never awaited" warning
-            unknown = flight.unknown(mutating=mutating, gave_up=gave_up)
-            raise ClientClosedError(
-                "the SyncCoinAllocator was closed while this call ran" if started else
-                "the SyncCoinAllocator was closed before this call started",
-                request_id=flight.request_id, outcome_unknown=unknown, sent=unknown) from None
-        except BaseException:
-            future.cancel()  # e.g. KeyboardInterrupt in this thread: stop the call on the loop too
-            raise
-        finally:
-            with self._lock:
-                self._waiting.discard(future)
-
-    def run(self, coro: Coroutine[Any, Any, T], *, mutating: bool, flight: _Flight | None = None) -> T:
-        flight = flight or _Flight()
-        return self.wait(self.submit(coro, flight), flight, coro, mutating=mutating)
+    def _launch(self, coro: Coroutine[Any, Any, T], flight: _Flight, future: concurrent.futures.Future[T]) -> None:
+        """On the loop: start the call's task, tied to ``future`` both ways."""
+        if future.cancelled():  # its thread stopped waiting before it started
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._guard(coro, flight))
+        task.add_done_callback(functools.partial(_settle, future))
+        future.add_done_callback(functools.partial(_cancel_soon, task))
 
     async def _guard(self, coro: Coroutine[Any, Any, T], flight: _Flight) -> T:
         flight.started = True
@@ -186,13 +204,40 @@ class _Loop:
         finally:
             self._calls.discard(task)
 
+    def wait(self, future: concurrent.futures.Future[T], flight: _Flight, coro: Coroutine[Any, Any, T], *,
+             mutating: bool, pump: Callable[[], None] | None = None) -> T:
+        """The result of a submitted call; ``pump`` runs in this thread first (it feeds the call)."""
+        try:
+            if pump is not None:
+                pump()
+            return future.result()
+        except concurrent.futures.CancelledError:
+            started = flight.started or flight.swept
+            if not started:
+                coro.close()  # it never ran, and never will (nothing was sent): no "never awaited" warning
+            unknown = flight.unknown(mutating=mutating)
+            raise ClientClosedError(
+                "the SyncCoinAllocator was closed while this call ran" if started else
+                "the SyncCoinAllocator was closed before this call started",
+                request_id=flight.request_id, outcome_unknown=unknown, sent=unknown) from None
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt in this thread: stop the call on the loop too
+            raise
+        finally:
+            self._waiting.pop(future, None)
+
+    def run(self, coro: Coroutine[Any, Any, T], *, mutating: bool, flight: _Flight | None = None) -> T:
+        flight = flight or _Flight()
+        return self.wait(self.submit(coro, flight), flight, coro, mutating=mutating)
+
     def _start(self) -> asyncio.AbstractEventLoop:
         """The running loop (under ``_lock``); starts it on first use."""
         if self.closed:
             raise ClientClosedError("this SyncCoinAllocator is closed; build a new one")
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(target=_serve, args=(self._loop,), name="enkash-coins", daemon=True)
+            self._thread = threading.Thread(target=_serve, args=(self._loop, self), name="enkash-coins",
+                                            daemon=True)
             self._pid = os.getpid()
             self._thread.start()
             _STARTED.add(self)
@@ -203,6 +248,17 @@ class _Loop:
                 "stayed in that process and cannot be shared. Build the client after the fork (in gunicorn's "
                 "post_fork hook, Celery's worker_process_init signal), or do not call it before forking")
         return self._loop
+
+    def sweep(self, *, final: bool) -> None:
+        """End every call a thread still waits for (ClientClosedError there): the loop ended or is stuck.
+
+        ``final``: the loop will run nothing more, so whether a call started is settled.
+        """
+        self._swept = True
+        for future, flight in list(self._waiting.items()):
+            if not future.done():
+                flight.swept = not final
+                future.cancel()
 
     # -- closing ----------------------------------------------------------------
 
@@ -226,15 +282,9 @@ class _Loop:
         if thread.is_alive():
             log.warning("SyncCoinAllocator.close(): the event loop's thread is still busy (a blocking on_item?); "
                         "the calls still waiting end now with ClientClosedError")
-        with self._lock:
-            if thread.is_alive():
-                self._gave_up = True
-            waiting = list(self._waiting)
-            error = self._close_error if first else None  # raised once, by the close() that ran it
-        for future in waiting:  # none, unless the loop is stuck: their threads must not wait forever
-            future.cancel()
-        if error is not None:
-            raise error
+            self.sweep(final=False)  # their threads must not wait forever
+        if first and self._close_error is not None:
+            raise self._close_error
 
     def abandon(self) -> None:
         """The finalizer of a SyncCoinAllocator dropped without close(): close, without waiting."""

@@ -501,3 +501,39 @@ def test_a_token_fetch_whose_client_closes_is_taken_over_by_the_other_client() -
     finally:
         a.close()
         b.close()
+
+
+async def test_a_token_fetch_that_fails_because_its_allocator_closed_is_not_the_other_allocators_failure() -> None:
+    """Two allocators share a PasswordGrant; the one whose transport fetches the token closes meanwhile."""
+    from enkash_coins import CoinAllocator
+
+    class ClosesUnderTheFetch(TokenThenOk):
+        def __init__(self) -> None:
+            super().__init__()
+            self.closing = asyncio.Event()
+            self.asked = asyncio.Event()
+
+        async def send(self, request: Request) -> Response:
+            self.token_requests += 1
+            self.asked.set()
+            await self.closing.wait()
+            raise ClientClosedError("the transport was closed")
+
+        async def aclose(self) -> None:
+            self.closing.set()
+
+    grant = PasswordGrant(username="u", password="p", client_id="c", client_secret="s")
+    closing, other = ClosesUnderTheFetch(), TokenThenOk(delay=0)
+    a = CoinAllocator(closing, auth=grant, company_id=COMPANY, retry=RetryPolicy(max_attempts=1))
+    b = CoinAllocator(other, auth=grant, company_id=COMPANY, retry=RetryPolicy(max_attempts=1))
+    async with asyncio.timeout(10):
+        first = asyncio.create_task(a.allocate(user_id="U", event="E", request_id="A_1"))
+        await closing.asked.wait()
+        second = asyncio.create_task(b.allocate(user_id="U", event="E", request_id="B_1"))
+        await asyncio.sleep(0.01)
+        await a.aclose()
+        with pytest.raises(ClientClosedError):
+            await first
+        assert (await second).request_id == "B_1"
+    assert other.token_requests == 1
+    await b.aclose()
