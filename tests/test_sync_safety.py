@@ -537,3 +537,40 @@ async def test_a_token_fetch_that_fails_because_its_allocator_closed_is_not_the_
         assert (await second).request_id == "B_1"
     assert other.token_requests == 1
     await b.aclose()
+
+
+def test_close_while_on_item_blocks_the_loop_still_releases_every_waiting_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blocking on_item holds the loop's thread: close() cannot run there, yet no thread waits forever."""
+    import enkash_coins._sync as sync_module
+
+    monkeypatch.setattr(sync_module, "_SETTLE", 0.1)  # close() then gives up on the loop after about 1.5 s
+    transport = ScriptedTransport(envelope(payload=5))
+    coins = SyncCoinAllocator(transport, auth=StaticToken("t"), company_id=COMPANY, retry=FAST)
+    entered, release = threading.Event(), threading.Event()
+
+    def on_item(item: Any) -> None:
+        entered.set()
+        release.wait(20)  # e.g. a journal on a disk that hangs
+
+    try:
+        bulk, bulk_box = in_thread(lambda: coins.allocate_many([{"user_id": "U", "event": "E"}], on_item=on_item), 0)
+        assert entered.wait(5)
+        single, single_box = in_thread(lambda: coins.allocate(user_id="U", event="E", request_id="BEHIND_1"), 0.1)
+        started = time.monotonic()
+        coins.close(timeout=0.2)
+        assert time.monotonic() - started < 5
+        for thread in (bulk, single):
+            thread.join(5)
+            assert not thread.is_alive(), "a thread waits forever on a loop that close() gave up on"
+        error = single_box.get("error")
+        assert isinstance(error, ClientClosedError), single_box
+        assert error.outcome_unknown, "the loop may still start it: unknown, never 'not sent'"
+        assert isinstance(bulk_box.get("error"), ClientClosedError), bulk_box
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while any(t.name == "enkash-coins" and t.is_alive() for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "enkash-coins" and t.is_alive() for t in threading.enumerate())
+    assert len(transport.sent) == 1, "the call close() gave up on was sent after all"
