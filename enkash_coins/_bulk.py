@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -259,6 +260,22 @@ class RunAbortedError(EnKashError):
 _DONE = object()
 
 
+def _cancelling() -> bool:
+    """Is the current task being cancelled (as opposed to a CancelledError raised by other code)?"""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _hook(on_item: Callable[[BulkItem], object], item: BulkItem) -> None:
+    """Call ``on_item``; a hook that hands back an awaitable did nothing, which is an error."""
+    returned = on_item(item)
+    if returned is not None and inspect.isawaitable(returned):
+        if inspect.iscoroutine(returned):
+            returned.close()  # never awaited: close it, no "never awaited" warning later
+        raise InvalidInputError("on_item returned an awaitable, which the SDK never awaits: the hook's work "
+                                "was not done. Make on_item a plain function")
+
+
 def _cancelled(index: int, request: AllocationRequest, call: Call) -> BulkItem:
     """The item of an allocation the run's cancellation interrupted: unknown only if it may have left."""
     if call.sending or call.maybe_applied:
@@ -324,6 +341,8 @@ async def allocate_stream(
         try:
             allocation = await coins._allocate(request, pacer, call)
         except asyncio.CancelledError:
+            if not _cancelling():  # nobody cancelled the run: a transport or library raised it
+                return _cancelled(index, request, call)
             if on_item is not None:
                 on_item(_cancelled(index, request, call))
             raise
@@ -335,7 +354,11 @@ async def allocate_stream(
         while True:
             try:
                 pulled = await run.pull()
-            except Exception as error:  # the caller's input iterator broke
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as error:  # the caller's input broke (even with a BaseException)
+                if isinstance(error, asyncio.CancelledError) and _cancelling():
+                    raise  # the run itself is being cancelled
                 run.fail(error, f"reading the input failed ({type(error).__name__})")
                 return
             if pulled is None:
@@ -344,7 +367,7 @@ async def allocate_stream(
             run.note(item)
             if on_item is not None:
                 try:
-                    on_item(item)
+                    _hook(on_item, item)
                 except Exception as error:  # e.g. a journal that cannot write: stop sending
                     run.fail(error, f"on_item failed ({type(error).__name__})")
                     await done.put(item)  # the caller still learns this item's outcome
@@ -354,7 +377,9 @@ async def allocate_stream(
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
 
     async def finish() -> None:
-        await asyncio.gather(*workers, return_exceptions=True)
+        for ended in await asyncio.gather(*workers, return_exceptions=True):
+            if isinstance(ended, BaseException) and not isinstance(ended, asyncio.CancelledError):
+                run.fail(ended, f"a worker failed ({type(ended).__name__})")  # never a silent, short run
         await done.put(_DONE)
 
     closer = asyncio.create_task(finish())
@@ -365,7 +390,13 @@ async def allocate_stream(
             assert run.stop_reason is not None
             raise RunAbortedError(run.stop_reason) from run.fatal
         if run.stop_reason is not None:  # the rest of the input is never sent
-            while (pulled := await run.pull(draining=True)) is not None:
+            while True:
+                try:
+                    pulled = await run.pull(draining=True)
+                except Exception as error:
+                    raise RunAbortedError(f"reading the input failed ({type(error).__name__})") from error
+                if pulled is None:
+                    break
                 index, raw = pulled
                 request = prepare(index, raw)
                 if isinstance(request, BulkItem):
@@ -373,9 +404,15 @@ async def allocate_stream(
                 else:
                     stopped = RunStoppedError(run.stop_reason, request_id=request.request_id)
                     item = BulkItem(index=index, request=request, outcome=Outcome.NOT_ATTEMPTED, error=stopped)
+                failure = None
                 if on_item is not None:
-                    on_item(item)
+                    try:
+                        _hook(on_item, item)
+                    except Exception as error:
+                        failure = error
                 yield item
+                if failure is not None:
+                    raise RunAbortedError(f"on_item failed ({type(failure).__name__})") from failure
     finally:
         for task in (*workers, closer):
             task.cancel()

@@ -7,11 +7,12 @@ Each ``check_*`` returns the value or raises :class:`InvalidInputError` naming `
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import re
 from collections.abc import Mapping
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from ._exceptions import InvalidInputError
 
@@ -107,7 +108,12 @@ def check_hook(what: str, value: object) -> None:
         return
     if not callable(value):
         raise InvalidInputError(f"{what} must be callable or None, not {type(value).__name__}")
-    method = type(value).__call__ if not inspect.isroutine(value) else None  # an object with async __call__
-    if inspect.iscoroutinefunction(value) or (method is not None and inspect.iscoroutinefunction(method)):
+    target: Any = value
+    for _ in range(100):  # partial(partial(...)): look at what is finally called
+        if not isinstance(target, functools.partial):
+            break
+        target = target.func
+    method = type(target).__call__ if not inspect.isroutine(target) else None  # an object with async __call__
+    if inspect.iscoroutinefunction(target) or (method is not None and inspect.iscoroutinefunction(method)):
         raise InvalidInputError(f"{what} must be a plain function, not an async one: it is called without "
                                 "being awaited, so its body would never run")

@@ -170,7 +170,9 @@ class CoinAllocator(AsyncClosing):
         if retry is not None:
             view.retry = retry
         if headers is not None:
-            view._extra = {**(self._extra or {}), **check_headers("headers", headers)}
+            added = check_headers("headers", headers)
+            names = {name.lower() for name in added}  # a view's header replaces its parent's, whatever the case
+            view._extra = {**{k: v for k, v in (self._extra or {}).items() if k.lower() not in names}, **added}
         return view
 
     # -- lifecycle ---------------------------------------------------------
@@ -226,8 +228,8 @@ class CoinAllocator(AsyncClosing):
         failure = None
         try:
             made = self._new_id()
-        except Exception as error:  # the caller's factory: report it, never let it escape raw
-            failure = f"{type(error).__name__}: {error}"
+        except Exception as error:  # the caller's factory: its type only (its text may quote a secret)
+            failure = type(error).__name__
         if failure is not None:  # raised outside the handler: the factory's exception is not its __context__
             raise InvalidInputError(f"request_id_factory failed: {failure}")
         return check_text("generated request_id", made, is_id=True)

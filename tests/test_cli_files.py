@@ -149,7 +149,7 @@ def test_the_progress_line_fits_80_columns_uncut(status: str, monkeypatch: pytes
     line = reporter.line()
     reporter.stop()
     shown = capsys.readouterr().err.splitlines()
-    assert "949.6k/1.00M" in line and "skip 199.0k" in line
+    assert "950k/1.00M" in line and "skip 199k" in line
     assert all(len(text) <= 80 for text in shown), shown
     assert any(line in text for text in shown), (line, shown)
     assert "…" not in "".join(shown)

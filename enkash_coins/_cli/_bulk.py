@@ -397,11 +397,9 @@ async def _journaled(options: BulkOptions, journal: Journal, connect: Connect, r
                 except NotFoundError:
                     raise ConfigError(f"--coin-config {config_id}: EnKash has no such coin configuration") from None
                 amounts[event.event] = event.amount
-            try:
-                state = await _with_signals(_send(coins, journal, options, reporter))
-            finally:
-                if reporter.sent == 0 and not was_sent:
-                    journal.unmark_sent()  # nothing left this machine: the journal is as good as new
+            state = await _with_signals(_send(coins, journal, options, reporter))
+            if reporter.sent == 0 and not was_sent:  # a run that ended in an error keeps its mark
+                journal.unmark_sent()  # if nothing left this machine (the rows say so): as good as new
     except _exit.SETUP as error:  # e.g. the first token was refused: nothing was sent
         state.setup_error = error
     final = journal.counts()

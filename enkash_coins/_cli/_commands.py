@@ -12,6 +12,8 @@ from typing import Any
 import attrs
 
 from .._client import CoinAllocator
+from .._exceptions import EnKashError
+from .._ids import new_request_id
 from . import _exit
 from ._config import ConfigError, Connection, add_connection_flags, connect, verbosity
 
@@ -56,6 +58,14 @@ async def _allocate(coins: CoinAllocator, args: argparse.Namespace) -> Any:
     return await coins.allocate(user_id=args.user_id, event=args.event, request_id=args.request_id)
 
 
+def _replay_hint(args: argparse.Namespace) -> str | None:
+    """For an allocation that may have been applied: the id to finish it with (a new id credits again)."""
+    if getattr(args, "run_name", None) != "allocate" or not args.request_id:
+        return None
+    return (f"requestId {args.request_id}: the allocation may have been applied. To finish it, run the same "
+            f"command with --request-id {args.request_id} (never without it: a new id would credit again)")
+
+
 async def _balance(coins: CoinAllocator, args: argparse.Namespace) -> Any:
     return {"user_id": args.user_id, "balance": await coins.get_balance(user_id=args.user_id)}
 
@@ -82,13 +92,20 @@ async def _call(action: Action, args: argparse.Namespace, *, company: bool) -> A
 
 
 def _run(action: Action, args: argparse.Namespace, *, company: bool) -> int:
+    if action is _allocate and args.request_id is None:  # generated here, so it can be shown whatever happens
+        args.request_id = new_request_id()
+    args.run_name = "allocate" if action is _allocate else None
     try:
         result = asyncio.run(_call(action, args, company=company))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        hint = _replay_hint(args)
+        print("interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return _exit.INTERRUPTED
     except Exception as exc:
         print(_exit.describe(exc), file=sys.stderr)
+        hint = _replay_hint(args) if isinstance(exc, EnKashError) and exc.outcome_unknown else None
+        if hint:
+            print(hint, file=sys.stderr)
         return _exit.exit_code(exc)
     data = attrs.asdict(result) if attrs.has(type(result)) else result
     print(json.dumps(data, default=str, indent=2))

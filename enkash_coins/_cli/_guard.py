@@ -28,6 +28,10 @@ __all__ = ["TokenGuard"]
 LIMIT = MAX_FAILURES
 
 
+class _Unreadable(Exception):
+    """The record exists but cannot be read."""
+
+
 class TokenGuard:
     """The record of refused token requests for one (token URL, username)."""
 
@@ -42,11 +46,22 @@ class TokenGuard:
         return cls(state_dir(env) / "token-refusals.json", f"{url} {grant.username}")
 
     def _read(self) -> dict[str, dict[str, float]]:
+        """The record; {} when there is none. A record that exists but cannot be read counts as
+        the worst case (see :meth:`refusals`): it fails closed, never open."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return {}
-        return data if isinstance(data, dict) else {}
+        except OSError as exc:
+            raise _Unreadable(exc.strerror or str(exc)) from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("count", 0), (int, float)) for v in data.values()):
+            raise _Unreadable("it is empty or not a record this tool wrote")
+        return data
 
     def _write(self, data: dict[str, dict[str, float]]) -> str | None:
         try:
@@ -71,7 +86,10 @@ class TokenGuard:
             yield
 
     def refusals(self) -> int:
-        entry = self._read().get(self.key, {})
+        try:
+            entry = self._read().get(self.key, {})
+        except _Unreadable:
+            return LIMIT  # unknown: assume the worst, so no run asks again on its own
         count = entry.get("count", 0)
         return int(count) if isinstance(count, (int, float)) else 0
 
@@ -80,6 +98,13 @@ class TokenGuard:
         count = self._before = self.refusals()
         if count < LIMIT:
             return None
+        try:
+            self._read()
+        except _Unreadable as why:
+            return (f"the record of refused token requests {self.path} cannot be read ({why}), so this run "
+                    "cannot tell whether EnKash is one refusal away from locking the account. Check "
+                    "ENKASH_USERNAME / ENKASH_PASSWORD / ENKASH_CLIENT_ID / ENKASH_CLIENT_SECRET, then run again "
+                    "with --credentials-fixed (it writes a fresh record)")
         return (f"the token endpoint refused {self.key.split()[-1]!r} in the last {count} runs, and EnKash locks "
                 "the account after 3 consecutive failures. Fix ENKASH_USERNAME / ENKASH_PASSWORD / "
                 "ENKASH_CLIENT_ID / ENKASH_CLIENT_SECRET, then run again with --credentials-fixed "
@@ -87,7 +112,10 @@ class TokenGuard:
 
     def clear(self) -> str | None:
         self._before = 0
-        data = self._read()
+        try:
+            data = self._read()
+        except _Unreadable:
+            return self._write({})  # the operator vouched for the credentials: start a fresh record
         if data.pop(self.key, None) is not None:
             return self._write(data)
         return None
@@ -103,6 +131,9 @@ class TokenGuard:
             return None
         if count == 0:
             return self.clear()
-        data = self._read()
+        try:
+            data = self._read()
+        except _Unreadable:
+            data = {}  # replaced by a readable record that holds at least this run's count
         data[self.key] = {"count": count, "last": time.time()}
         return self._write(data)

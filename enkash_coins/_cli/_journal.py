@@ -574,9 +574,20 @@ class Journal:
         self._db.execute("UPDATE rows SET inflight = 0, status = CASE WHEN status = 'pending' THEN 'not_attempted'"
                          " ELSE status END, updated = ? WHERE inflight = 1", (time.time(),))
 
-    def unmark_sent(self) -> None:
-        """Nothing left this machine after all (e.g. no token): the campaign may still be renamed."""
+    def unmark_sent(self) -> bool:
+        """Nothing left this machine after all (e.g. no token): the campaign may still be renamed.
+
+        Decided by the rows themselves, never by a run's counters: if any row succeeded,
+        may have been applied, or is still marked in flight (its outcome was never
+        written), the journal stays "sent". Returns whether it was unmarked.
+        """
+        left = self._db.execute(
+            "SELECT 1 FROM rows WHERE status IN ('succeeded', 'unknown') OR maybe_applied OR inflight LIMIT 1"
+        ).fetchone()
+        if left is not None:
+            return False
         self._set(sent="0")
+        return True
 
     def recorder(self) -> Recorder:
         return Recorder(self._db)

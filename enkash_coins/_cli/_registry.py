@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from ._journal import JournalError
 from ._state import hold, state_dir, write_json
 
 __all__ = ["Entry", "Registry"]
@@ -47,18 +48,37 @@ class Registry:
         return cls(state_dir(env))
 
     def _read(self) -> list[dict[str, Any]]:
+        """The entries; [] when there is no record yet.
+
+        Raises:
+            JournalError: the record exists but cannot be read. It fails closed: without it
+                a new journal cannot know what other journals sent.
+        """
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return []
-        return [e for e in data if isinstance(e, dict) and isinstance(e.get("path"), str)] if isinstance(
-            data, list) else []
+        except OSError as exc:
+            raise self._unreadable(exc.strerror or str(exc)) from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, list) or not all(_valid(e) for e in data):
+            raise self._unreadable("it is empty or not a record this tool wrote")
+        return data
+
+    def _unreadable(self, why: str) -> JournalError:
+        return JournalError(
+            f"the record of journals {self.path} cannot be read ({why}), so this run cannot tell whether "
+            "another journal already sent these rows. Restore it from a backup, or, once you know no other "
+            "journal sent them, delete it; or pass --new-journal to send them anyway")
 
     def others(self, journal: Path, base_url: str) -> Iterator[Entry]:
         """The recorded journals that sent to ``base_url``, newest first, except ``journal`` itself."""
         mine = str(journal.resolve())
         shown = 0
-        for e in sorted(self._read(), key=lambda e: -float(e.get("updated", 0))):
+        for e in sorted(self._read(), key=lambda e: -float(e["updated"])):
             if e.get("base_url") != base_url or e["path"] == mine or not Path(e["path"]).exists():
                 continue
             yield Entry(Path(e["path"]), base_url, e.get("campaign"))
@@ -79,6 +99,12 @@ class Registry:
             return (f"cannot record journal {journal} in {self.path} ({exc.strerror or exc}); a later run from "
                     "another journal would not be warned that these rows were sent. Set ENKASH_STATE_DIR to a "
                     "writable directory")
+        except JournalError as exc:  # unreadable: left as it is, so that new journals stay refused
+            return f"journal {journal} is not recorded: {exc}"
         return None
 
 
+def _valid(entry: object) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("base_url"), str)
+            and isinstance(entry.get("campaign"), (str, type(None)))
+            and isinstance(entry.get("updated"), (int, float)) and not isinstance(entry.get("updated"), bool))

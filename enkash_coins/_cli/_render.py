@@ -27,11 +27,13 @@ REFRESH = 0.25  # seconds between progress updates
 
 
 def _n(value: float) -> str:
-    """At most 6 characters: 9,999 / 123.4k / 1.23M (the progress line must fit 80 columns)."""
-    if value < 10_000:
+    """At most 5 characters below 10 million: 9,999 / 21.0k / 612k / 1.00M (the line must fit 80 columns)."""
+    if value < 9_999.5:
         return f"{value:,.0f}"
-    if value < 999_950:
+    if value < 99_950:
         return f"{value / 1e3:.1f}k"
+    if value < 999_500:
+        return f"{value / 1e3:.0f}k"
     return f"{value / 1e6:.2f}M"
 
 

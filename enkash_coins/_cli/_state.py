@@ -7,6 +7,7 @@ their own file with the same primitive.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -38,10 +39,15 @@ def lock(path: Path) -> IO[bytes]:
             import fcntl
 
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - Windows
+        except ImportError:  # Windows
             import msvcrt
 
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined, unused-ignore]
+            try:
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined, unused-ignore]
+            except OSError as exc:  # a held lock is EACCES (or EDEADLOCK) there: the same "try again"
+                if exc.errno in (errno.EACCES, errno.EDEADLK):
+                    raise BlockingIOError(exc.errno, "the lock is held by another process") from None
+                raise
     except OSError:
         handle.close()
         raise
@@ -76,6 +82,8 @@ def write_json(path: Path, data: Any) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a crash never leaves an empty record
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
