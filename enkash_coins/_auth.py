@@ -197,6 +197,11 @@ class PasswordGrant:
             # One token request at a time, whichever event loop (thread) asks: several
             # SyncCoinAllocators, or allocators on several loops, may share this provider.
             with self._guard:
+                if self._latched is not None:  # again, under the lock: it may have latched meanwhile
+                    raise self._refusal()
+                token = self.current()
+                if token is not None:  # a flight landed meanwhile
+                    return token
                 flight = self._inflight
                 leader = flight is None
                 if flight is None:
@@ -240,13 +245,18 @@ class PasswordGrant:
         self._latched, self._latched_status = why, status
         raise self._refusal()
 
-    def _maybe_failed(self, error: EnKashError, why: str, status: int = 0) -> NoReturn:
-        """A request that may have been processed failed without an answer: retried once, not twice."""
+    def _count_maybe_failed(self, why: str, status: int = 0) -> None:
+        """Count a request that may have been processed, latching at the limit (without raising)."""
         self.failures += 1
         if self.failures >= MAX_FAILURES:
             self._latched, self._latched_status = (
                 f"{self.failures} token requests for user {self.username!r} in a row failed in a way that may "
                 f"have reached EnKash's credentials check ({why})", status)
+
+    def _maybe_failed(self, error: EnKashError, why: str, status: int = 0) -> NoReturn:
+        """A request that may have been processed failed without an answer: retried once, not twice."""
+        self._count_maybe_failed(why, status)
+        if self._latched is not None:
             raise self._refusal() from None
         raise error
 
@@ -263,10 +273,17 @@ class PasswordGrant:
                 },
                 content=self._form,
             ))
-        except (ConnectError, TLSError, ClientClosedError, WrongEventLoopError):
+        except (ConnectError, TLSError):
             raise  # the request never left: not a failure EnKash could count
+        except (ClientClosedError, WrongEventLoopError) as error:
+            if error.sent:  # closed under a request on the wire: EnKash may have counted it
+                self._maybe_failed(error, type(error).__name__)
+            raise
         except TransportError as error:  # a timeout or a dropped connection: it may have been processed
             self._maybe_failed(error, type(error).__name__)
+        except asyncio.CancelledError:  # e.g. its allocator closed with the request on the wire
+            self._count_maybe_failed("the token request was cancelled while it may have been on the wire")
+            raise
         status = response.status
         if status in (400, 401):
             self._latch(f"EnKash rejected the credentials of user {self.username!r} "

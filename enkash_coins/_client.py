@@ -461,14 +461,15 @@ class CoinAllocator(AsyncClosing):
 
     async def _token(self) -> str:
         auth = self.auth
+        # The wait for a token is bounded: by a view's timeout, else by max_time (a shared
+        # PasswordGrant's fetch may be another allocator's, on a loop that is stuck).
+        limit = self.retry.max_time if self._timeout is None else self._timeout
         try:
-            if self._timeout is None:
-                return await auth.get_token(self.transport)
-            try:  # a view's timeout bounds its wait for a token too (the shared fetch goes on)
-                async with asyncio.timeout(self._timeout):
+            try:
+                async with asyncio.timeout(limit):
                     return await auth.get_token(self.transport)
             except TimeoutError:
-                failure = f"no token within this call's timeout of {self._timeout:g} s"
+                failure = f"no token within {limit:g} s"
         except (EnKashError, asyncio.CancelledError):
             raise
         except Exception as error:  # a custom provider's own failure: only SDK errors leave a call

@@ -27,10 +27,10 @@ from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
 from ._auth import Auth
-from ._bulk import BulkItem, BulkResult, Source
+from ._bulk import BulkItem, BulkResult, Outcome, RunAbortedError, RunStoppedError, Source, check_options
 from ._checks import check_seconds
 from ._client import CoinAllocator
-from ._exceptions import ClientClosedError, WrongEventLoopError
+from ._exceptions import ClientClosedError, InvalidInputError, WrongEventLoopError
 from ._ids import new_request_id
 from ._models import Allocation, AllocationRequest, CoinEvent, Configuration
 from ._retry import Call, RetryBudget, RetryEvent, RetryPolicy
@@ -54,10 +54,11 @@ class _Flight:
     the loop (before that, nothing was sent) and, for an allocation, its requestId and the
     :class:`Call` that knows whether a request may have been applied."""
 
-    __slots__ = ("call", "request_id", "started", "swept")
+    __slots__ = ("call", "ended", "request_id", "started", "swept")
 
     def __init__(self) -> None:
         self.started = False
+        self.ended = threading.Event()  # its coroutine has finished on the loop (set there)
         self.request_id: str | None = None
         self.call: Call | None = None
         self.swept = False  # given up on while the loop might still run it: assume the worst
@@ -203,6 +204,7 @@ class _Loop:
             return await coro
         finally:
             self._calls.discard(task)
+            flight.ended.set()
 
     def wait(self, future: concurrent.futures.Future[T], flight: _Flight, coro: Coroutine[Any, Any, T], *,
              mutating: bool, pump: Callable[[], None] | None = None) -> T:
@@ -222,6 +224,8 @@ class _Loop:
                 request_id=flight.request_id, outcome_unknown=unknown, sent=unknown) from None
         except BaseException:
             future.cancel()  # e.g. KeyboardInterrupt in this thread: stop the call on the loop too
+            if flight.started:  # let it unwind first: a bulk run reports its items in flight to on_item
+                flight.ended.wait(2 * _SETTLE)
             raise
         finally:
             self._waiting.pop(future, None)
@@ -278,7 +282,7 @@ class _Loop:
                 self._schedule(loop, timeout)
         if threading.current_thread() is thread:
             return  # an on_item callback: the close goes on once it returns
-        thread.join(timeout + 4 * _SETTLE + 1.0)  # see _shutdown and _serve: each step is bounded
+        thread.join(min(timeout + 4 * _SETTLE + 1.0, threading.TIMEOUT_MAX))  # each step is bounded
         if thread.is_alive():
             log.warning("SyncCoinAllocator.close(): the event loop's thread is still busy (a blocking on_item?); "
                         "the calls still waiting end now with ClientClosedError")
@@ -362,6 +366,11 @@ class _Feed:
         self._asked = False
         self._end: BaseException | None = None  # StopAsyncIteration, or what the iterator raised
         self._waiters: list[asyncio.Future[None]] = []
+        self.taken = 0  # items handed to the run (it numbers them 0, 1, ... in this order)
+
+    def leftovers(self) -> list[Any]:
+        """Items read from the caller's iterator that the run never took (once the run is over)."""
+        return list(self._items)
 
     def __aiter__(self) -> _Feed:
         return self
@@ -377,6 +386,7 @@ class _Feed:
             await waiter
         if len(self._items) <= _CHUNK // 2:
             self._ask()  # read ahead while these are sent
+        self.taken += 1
         return self._items.popleft()
 
     def _ask(self) -> None:
@@ -522,13 +532,20 @@ class SyncCoinAllocator:
         async iterable is read on the loop. ``on_item`` runs on the loop's thread: it
         must not block for long, and must not call this client (``close()`` aside).
         """
+        check_options(concurrency, stop_after_unknown, on_item)
         feed: _Feed | None = None
         source: Iterator[Any] | None = None
         if _blocking_iterable(requests):
             source = iter(cast("Iterable[Any]", requests))  # e.g. a QuerySet runs its query here
             feed = _Feed()
+        reported: list[BulkItem] = []  # every item the run reported, should it not end with a result
+
+        def hook(item: BulkItem) -> object:
+            reported.append(item)
+            return None if on_item is None else on_item(item)
+
         coro = self._coins.allocate_many(requests if feed is None else feed, concurrency=concurrency,
-                                         stop_after_unknown=stop_after_unknown, on_item=on_item, rate=rate,
+                                         stop_after_unknown=stop_after_unknown, on_item=hook, rate=rate,
                                          max_pause=max_pause)
         flight = _Flight()
         future = self._loop.submit(coro, flight)
@@ -536,7 +553,32 @@ class SyncCoinAllocator:
         if feed is not None and source is not None:
             loop = self._loop.event_loop
             pump = lambda: feed.pump(source, loop, future)  # noqa: E731
-        return self._loop.wait(future, flight, coro, mutating=True, pump=pump)
+        try:
+            return self._loop.wait(future, flight, coro, mutating=True, pump=pump)
+        except RunAbortedError as error:  # the input or on_item failed: add what was read but never taken
+            items = (error.result.items if error.result is not None else list(reported))
+            raise RunAbortedError(error.reason, result=self._complete(items, feed, error.reason)) from error.__cause__
+        except ClientClosedError as error:  # close() ended the run: every item read still gets an outcome
+            if not flight.started:
+                raise  # closed before the run began: nothing was read or sent
+            reason = "the SyncCoinAllocator was closed during the run"
+            raise RunAbortedError(reason, result=self._complete(list(reported), feed, reason)) from error
+
+    def _complete(self, items: list[BulkItem], feed: _Feed | None, reason: str) -> BulkResult:
+        """``items`` (sorted), plus the items read from the caller's iterator that the run never took."""
+        items = sorted({item.index: item for item in items}.values(), key=lambda item: item.index)
+        if feed is not None:
+            first = feed.taken
+            for offset, raw in enumerate(feed.leftovers()):
+                try:
+                    request = self._coins.resolve(AllocationRequest.from_mapping(raw))
+                except InvalidInputError as invalid:
+                    items.append(BulkItem(index=first + offset, request=None, outcome=Outcome.FAILED, error=invalid))
+                    continue
+                stopped = RunStoppedError(reason, request_id=request.request_id)
+                items.append(BulkItem(index=first + offset, request=request, outcome=Outcome.NOT_ATTEMPTED,
+                                      error=stopped))
+        return BulkResult(items, reason)
 
     def create_event(self, *, event: str, amount: int, configuration: Configuration | str = Configuration.DEFAULT,
                      company_id: str | None = None) -> CoinEvent:
