@@ -45,3 +45,10 @@ def check_campaign(c: dict[str, Any]) -> None:
     limited = c["rate_limited"]
     assert limited["statuses"] == {"succeeded": limited["rows"]} and limited["requests"] >= limited["rows"]
     assert {t["target"] for t in c["targets"]} >= {"bulk peak RSS (MB)", "WAL peak (MB)"}
+
+
+def test_the_layer_by_layer_benchmark_runs() -> None:
+    result = subprocess.run([sys.executable, "-m", "benchmarks.layers", "--calls", "50", "--rounds", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len([line for line in result.stdout.splitlines() if "µs CPU per call" in line]) == 4, result.stdout
