@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import types
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_transport_servers import answer, error_chain_text, raw_server
+from thread_helpers import SlowOk
 
 from conftest import COMPANY, FAST, ScriptedTransport, envelope
 from enkash_coins import (
@@ -49,35 +49,6 @@ from enkash_coins import _json as json_module
 
 SECRET_TOKEN = "SECRET-TOKEN-Zq81"
 VAULT_SECRET = "VAULT-SECRET-Zq82"
-
-
-def in_thread(target: Any, timeout: float) -> tuple[threading.Thread, dict[str, Any]]:
-    """Run ``target()`` in a daemon thread for at most ``timeout`` seconds; the box holds its result or error."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = target()
-        except BaseException as error:
-            box["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True, name="attack-worker")
-    thread.start()
-    thread.join(timeout)
-    return thread, box
-
-
-class SlowOk(ScriptedTransport):
-    """Every request takes ``delay`` seconds, then succeeds."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__(envelope())
-        self.delay = delay
-
-    async def send(self, request: Request) -> Response:
-        self.sent.append(request)
-        await asyncio.sleep(self.delay)
-        return envelope()
 
 
 # -- SyncCoinAllocator ------------------------------------------------------------------------------------

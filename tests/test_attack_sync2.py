@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from thread_helpers import in_thread, wait_for
 
 from conftest import COMPANY, FAST, ScriptedTransport, envelope
 from enkash_coins import (
@@ -33,30 +34,6 @@ from enkash_coins import (
 )
 
 TOKEN_PATH = "/oauth/token"
-
-
-def in_thread(target: Any, timeout: float) -> tuple[threading.Thread, dict[str, Any]]:
-    """Run ``target()`` in a daemon thread for at most ``timeout`` seconds; the box holds its result or error."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = target()
-        except BaseException as error:
-            box["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True, name="attack-worker")
-    thread.start()
-    thread.join(timeout)
-    return thread, box
-
-
-def wait_for(condition: Any, what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def token_ok() -> Response:

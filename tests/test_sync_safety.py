@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from thread_helpers import SlowOk, in_thread
 
 from conftest import COMPANY, FAST, ScriptedTransport, envelope
 from enkash_coins import (
@@ -36,35 +37,6 @@ from enkash_coins import (
     SyncCoinAllocator,
     WrongEventLoopError,
 )
-
-
-def in_thread(target: Any, timeout: float) -> tuple[threading.Thread, dict[str, Any]]:
-    """Run ``target()`` in a daemon thread for at most ``timeout`` seconds; the box holds its result or error."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = target()
-        except BaseException as error:
-            box["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True, name="attack-worker")
-    thread.start()
-    thread.join(timeout)
-    return thread, box
-
-
-class SlowOk(ScriptedTransport):
-    """Every request takes ``delay`` seconds, then succeeds."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__(envelope())
-        self.delay = delay
-
-    async def send(self, request: Request) -> Response:
-        self.sent.append(request)
-        await asyncio.sleep(self.delay)
-        return envelope()
 
 
 def run_script(script: str) -> list[int]:

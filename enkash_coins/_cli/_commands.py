@@ -58,12 +58,12 @@ async def _allocate(coins: CoinAllocator, args: argparse.Namespace) -> Any:
     return await coins.allocate(user_id=args.user_id, event=args.event, request_id=args.request_id)
 
 
-def _replay_hint(args: argparse.Namespace) -> str | None:
+def _replay_hint(request_id: str | None) -> str:
     """For an allocation that may have been applied: the id to finish it with (a new id credits again)."""
-    if getattr(args, "run_name", None) != "allocate" or not args.request_id:
-        return None
-    return (f"requestId {args.request_id}: the allocation may have been applied. To finish it, run the same "
-            f"command with --request-id {args.request_id} (never without it: a new id would credit again)")
+    if request_id is None:
+        return ""
+    return (f"requestId {request_id}: the allocation may have been applied. To finish it, run the same "
+            f"command with --request-id {request_id} (never without it: a new id would credit again)")
 
 
 async def _balance(coins: CoinAllocator, args: argparse.Namespace) -> Any:
@@ -92,18 +92,20 @@ async def _call(action: Action, args: argparse.Namespace, *, company: bool) -> A
 
 
 def _run(action: Action, args: argparse.Namespace, *, company: bool) -> int:
-    if action is _allocate and args.request_id is None:  # generated here, so it can be shown whatever happens
-        args.request_id = new_request_id()
-    args.run_name = "allocate" if action is _allocate else None
+    allocation: str | None = None  # the requestId of an allocation, to show if its outcome is unknown
+    if action is _allocate:
+        if args.request_id is None:  # generated here, so it can be shown whatever happens
+            args.request_id = new_request_id()
+        allocation = args.request_id
     try:
         result = asyncio.run(_call(action, args, company=company))
     except KeyboardInterrupt:
-        hint = _replay_hint(args)
+        hint = _replay_hint(allocation)
         print("interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return _exit.INTERRUPTED
     except Exception as exc:
         print(_exit.describe(exc), file=sys.stderr)
-        hint = _replay_hint(args) if isinstance(exc, EnKashError) and exc.outcome_unknown else None
+        hint = _replay_hint(allocation) if isinstance(exc, EnKashError) and exc.outcome_unknown else ""
         if hint:
             print(hint, file=sys.stderr)
         return _exit.exit_code(exc)
