@@ -21,6 +21,8 @@ import sys
 
 if os.environ.get("BENCH_HIDE_ORJSON"):  # before anything imports enkash_coins
     sys.modules["orjson"] = None  # type: ignore[assignment]  # as if it were not installed
+if "opentelemetry" not in sys.modules:  # neither install has the otel extra (this venv may)
+    sys.modules["opentelemetry"] = None  # type: ignore[assignment]
 
 import argparse
 import asyncio

@@ -40,11 +40,12 @@ from ._models import (
     check_text,
 )
 from ._pace import Pacer
-from ._response import check_response
+from ._response import check_answer
 from ._retry import Call, RetryBudget, RetryEvent, RetryPolicy, may_have_applied, run
 from ._routes import ALLOCATE, BALANCE, CREATE_EVENT, EVENT
 from ._telemetry import watch_budget
-from ._transports import Request, Response, Transport
+from ._transports import AiohttpTransport, Request, Response, Transport
+from ._transports._base import Answer
 
 __all__ = ["CoinAllocator"]
 
@@ -256,8 +257,12 @@ class CoinAllocator(AsyncClosing):
 
     def _send_allocation(self, request: AllocationRequest, pacer: Pacer | None,
                          call: Call | None) -> Coroutine[Any, Any, Envelope]:
-        return self._call("allocate", "POST", ALLOCATE, body=_dumps(self._unstructure_allocation(request)),
-                          request_id=request.request_id, mutating=True, pacer=pacer, call=call)
+        body = _dumps(self._unstructure_allocation(request))
+        if call is None:
+            call = Call("allocate", request.request_id, "POST", ALLOCATE, body, mutating=True)
+        else:  # a bulk run's, made before the request was sent
+            call.method, call.path, call.body = "POST", ALLOCATE, body
+        return self._call(call, pacer)
 
     @staticmethod
     def _allocation(request: AllocationRequest, envelope: Envelope) -> Allocation:
@@ -340,16 +345,15 @@ class CoinAllocator(AsyncClosing):
             event=check_text("event", event, is_id=False),
             amount=check_amount(amount),
         )
-        envelope = await self._call(
-            "create_event", "POST", CREATE_EVENT,
-            body=_dumps(self._conv.unstructure(body)), mutating=True, idempotent=False,
-        )
+        content = _dumps(self._conv.unstructure(body))
+        envelope = await self._call(Call("create_event", None, "POST", CREATE_EVENT, content,
+                                         mutating=True, idempotent=False))
         return self._coin_event(envelope, applied=True)
 
     async def get_event(self, coin_config_id: str) -> CoinEvent:
         """Read one event configuration by the ``coin_config_id`` create returned."""
         path = EVENT + _segment("coin_config_id", coin_config_id)
-        return self._coin_event(await self._call("get_event", "GET", path), applied=False)
+        return self._coin_event(await self._call(Call("get_event", None, "GET", path)), applied=False)
 
     async def update_event(
         self,
@@ -374,14 +378,14 @@ class CoinAllocator(AsyncClosing):
         fields = self._conv.unstructure(body)
         if not fields:
             raise InvalidInputError("update_event needs at least one of amount, configuration, company_id, event")
-        envelope = await self._call("update_event", "PATCH", path, body=_dumps(fields), mutating=True)
+        envelope = await self._call(Call("update_event", None, "PATCH", path, _dumps(fields), mutating=True))
         return self._coin_event(envelope, applied=True)
 
     async def get_balance(self, *, user_id: str) -> int:
         """The user's coin balance."""
         check_text("user_id", user_id, is_id=True)
         path = f"{BALANCE}?{urllib.parse.urlencode({'userId': user_id})}"
-        payload = (await self._call("get_balance", "GET", path)).payload
+        payload = (await self._call(Call("get_balance", None, "GET", path))).payload
         if not is_int(payload):
             raise ResponseDecodeError(
                 f"balance payload is {type(payload).__name__}, expected an integer", sent=True
@@ -408,29 +412,14 @@ class CoinAllocator(AsyncClosing):
                 f"event payload is not a valid {{coinConfigId, configuration, event, amount}}{done}", sent=True
             ) from None
 
-    def _call(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        *,
-        body: bytes = b"",
-        request_id: str | None = None,
-        mutating: bool = False,
-        idempotent: bool = True,
-        pacer: Pacer | None = None,
-        call: Call | None = None,
-    ) -> Coroutine[Any, Any, Envelope]:
+    def _call(self, call: Call, pacer: Pacer | None = None) -> Coroutine[Any, Any, Envelope]:
         """The call's checks now, then its retry loop to await (a plain function: one coroutine less)."""
         shared = self._shared
         if shared.state is _State.CLOSED:
-            raise ClientClosedError("this CoinAllocator is closed; build a new one", request_id=request_id)
+            raise ClientClosedError("this CoinAllocator is closed; build a new one", request_id=call.request_id)
         loop = asyncio.get_running_loop()
         if shared.loop is not loop:
-            self._bind(loop, request_id)
-        if call is None:
-            call = Call(operation, request_id, mutating=mutating, idempotent=idempotent)
-        call.method, call.path, call.body = method, path, body
+            self._bind(loop, call.request_id)
         return run(call, self._attempt, self.retry, shared.budget, self._on_retry, pacer)
 
     def _bind(self, loop: asyncio.AbstractEventLoop, request_id: str | None) -> None:
@@ -446,8 +435,8 @@ class CoinAllocator(AsyncClosing):
             request_id=request_id,
         )
 
-    def _request(self, method: str, path: str, body: bytes, token: str) -> Request:
-        """The request of one attempt, with its bearer header; the header sets are built once per token."""
+    def _headers(self, token: str, body: bytes) -> Mapping[str, str]:
+        """The headers of one attempt, with its bearer token; the sets are built once per token."""
         shared = self._shared
         cached = shared.headers
         if cached is None or cached[0] != token:
@@ -457,7 +446,20 @@ class CoinAllocator(AsyncClosing):
         headers = cached[1] if body else cached[2]
         if self._extra:
             headers = {**self._extra, **headers}
-        return Request(method, path, headers, body, self._timeout)
+        return headers
+
+    def _exchange(self, call: Call, token: str) -> Coroutine[Any, Any, Answer]:
+        """Send the call's request once; its answer as ``(status, headers, content, truncated)``.
+
+        The SDK's own :class:`AiohttpTransport` takes the values directly (the hot path:
+        no Request or Response objects, no re-check of what the SDK built); any other
+        transport gets a :class:`Request` through the protocol.
+        """
+        transport = self._shared.transport
+        headers = self._headers(token, call.body)
+        if type(transport) is AiohttpTransport:
+            return transport._exchange(call.method, call.path, headers, call.body, self._timeout)
+        return self._send(Request(call.method, call.path, headers, call.body, self._timeout))
 
     async def _token(self) -> str:
         auth = self.auth
@@ -478,14 +480,20 @@ class CoinAllocator(AsyncClosing):
         # is neither the cause nor the context of the SDK's error.
         raise TokenError(failure)
 
-    async def _send(self, request: Request) -> Response:
+    async def _send(self, request: Request) -> Answer:
+        """Send through any transport; only SDK errors leave, whatever it does."""
+        transport = self._shared.transport
         try:
-            return await self.transport.send(request)
+            response = await transport.send(request)
         except (EnKashError, asyncio.CancelledError):
             raise
         except Exception as error:  # a custom transport broke its contract: the request may have left
-            failure = type(error).__name__
-        raise _broken(self.transport, failure)  # outside the handler: no raw exception in the chain
+            response, failure = None, type(error).__name__
+        if response is None:  # raised outside the handler: no raw exception in the chain
+            raise _broken(transport, failure)
+        if not isinstance(response, Response):
+            raise _broken(transport, f"it returned {type(response).__name__}, not a Response")
+        return response.status, response.headers, response.content, response.truncated
 
     async def _attempt(self, call: Call) -> Envelope:
         shared = self._shared
@@ -495,30 +503,21 @@ class CoinAllocator(AsyncClosing):
         token = auth.current() if isinstance(auth, _CACHING) else None  # a fresh cached token: no await
         if token is None:
             token = await self._token()
-        method, path, body = call.method, call.path, call.body
-        request = self._request(method, path, body, token)
         call.sending = True
         try:
-            try:
-                response = await shared.transport.send(request)
-            except (EnKashError, asyncio.CancelledError):
-                raise
-            except Exception as error:  # a custom transport broke its contract: the request may have left
-                response, failure = None, type(error).__name__
-            if response is None:  # raised outside the handler: no raw exception in the chain
-                raise _broken(shared.transport, failure)
-            if response.status == 401 and auth.invalidate(token):
+            status, headers, content, truncated = await self._exchange(call, token)
+            if status == 401 and auth.invalidate(token):
                 # The token was refused (expired early, revoked): one replay, same body.
                 log.debug("%s requestId %s: 401, replaying once with a new token", call.operation, call.request_id)
                 call.reached = True  # it did reach EnKash, which refused the token (and did nothing)
                 call.sending = False
                 token = await self._token()
                 call.sending = True
-                response = await self._send(self._request(method, path, body, token))
+                status, headers, content, truncated = await self._exchange(call, token)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s %s -> %d (%s requestId %s, attempt %d)", method, path.split("?", 1)[0],
-                          response.status, call.operation, call.request_id, call.attempts)
-            return check_response(response, request_id=call.request_id)
+                log.debug("%s %s -> %d (%s requestId %s, attempt %d)", call.method, call.path.split("?", 1)[0],
+                          status, call.operation, call.request_id, call.attempts)
+            return check_answer(status, headers, content, truncated, call.request_id)
         except EnKashError as error:
             if self.closed and not isinstance(error, ClientClosedError):  # aclose() ran meanwhile
                 closed = ClientClosedError(

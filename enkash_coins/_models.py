@@ -32,8 +32,10 @@ MAX_TEXT_LENGTH = 128
 MAX_AMOUNT = 1_000_000_000
 _PATH_UNSAFE = frozenset("/?#%\\")
 # The common case, checked in one C-level match: plain ASCII ids and event names.
-_PLAIN_ID = re.compile(r"[A-Za-z0-9_.:@+=-]{1,128}")
+# ("." and "..", which would climb a URL path, are not plain ids.)
+_PLAIN_ID = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.:@+=-]{1,128}")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:@+=-](?:[A-Za-z0-9_.:@+= -]{0,126}[A-Za-z0-9_.:@+=-])?")
+_plain_id, _plain_name = _PLAIN_ID.fullmatch, _PLAIN_NAME.fullmatch
 
 
 def _shown(value: str) -> str:
@@ -48,12 +50,12 @@ def check_text(what: str, value: object, *, is_id: bool) -> str:
     """
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
-    if (_PLAIN_ID if is_id else _PLAIN_NAME).fullmatch(value):
-        if is_id and value in (".", ".."):  # they would climb a URL path
-            raise InvalidInputError(f"{what} {value!r} is not a usable id")
+    if (_plain_id if is_id else _plain_name)(value):
         return value
     if not value:
         raise InvalidInputError(f"{what} must not be empty")
+    if is_id and value in (".", ".."):  # they would climb a URL path
+        raise InvalidInputError(f"{what} {value!r} is not a usable id")
     if len(value) > MAX_TEXT_LENGTH:
         raise InvalidInputError(
             f"{what} is {len(value)} characters long; at most {MAX_TEXT_LENGTH} are accepted"
@@ -131,10 +133,26 @@ class AllocationRequest:
     the id and uses its own company. A given ``request_id`` is sent as is.
     """
 
-    company_id: str | None = attrs.field(default=None, validator=_id)
-    event: str = attrs.field(validator=_name)
-    request_id: str | None = attrs.field(default=None, validator=_id)
-    user_id: str = attrs.field(validator=_id)
+    company_id: str | None = None
+    event: str
+    request_id: str | None = None
+    user_id: str
+
+    def __attrs_post_init__(self) -> None:
+        # One check per request, not a validator per field (it is on every allocation's
+        # path): the common case is four C-level matches; anything else gets check_text's
+        # full rules and precise error, field by field in order.
+        try:
+            if (_plain_id(self.user_id) and _plain_name(self.event)
+                    and (self.request_id is None or _plain_id(self.request_id))
+                    and (self.company_id is None or _plain_id(self.company_id))):
+                return
+        except TypeError:  # not a string: check_text says which
+            pass
+        for name, value, is_id in (("company_id", self.company_id, True), ("event", self.event, False),
+                                   ("request_id", self.request_id, True), ("user_id", self.user_id, True)):
+            if value is not None or name in ("event", "user_id"):
+                check_text(name, value, is_id=is_id)
 
     def with_defaults(self, *, company_id: str, request_id: str) -> AllocationRequest:
         """A copy with the missing company and requestId filled in.

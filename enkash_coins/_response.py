@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ._checks import is_int
@@ -22,7 +23,7 @@ from ._json import loads
 from ._models import Envelope
 from ._transports import Response
 
-__all__ = ["check_response", "parse_retry_after", "status_error"]
+__all__ = ["check_answer", "check_response", "parse_retry_after", "status_error"]
 
 _STATUS_ERRORS: dict[int, type[HTTPStatusError]] = {
     400: InvalidRequestError,
@@ -80,30 +81,34 @@ def check_response(response: Response, *, request_id: str | None = None) -> Enve
         HTTPStatusError: a non-2xx status (the subclass says which).
         ResponseDecodeError: a 2xx whose body is not an envelope.
     """
-    status = response.status
+    return check_answer(response.status, response.headers, response.content, response.truncated, request_id)
+
+
+def check_answer(status: int, headers: Mapping[str, str], content: bytes, truncated: bool,
+                 request_id: str | None) -> Envelope:
+    """:func:`check_response` on the parts of a response (the hot path builds no Response)."""
     if 200 <= status < 300:
-        content = response.content
-        if len(content) <= _MEMO_MAX_BODY and not response.truncated:
+        if len(content) <= _MEMO_MAX_BODY and not truncated:
             envelope = _MEMO.get(content)
             if envelope is not None:
                 return envelope
-        if response.truncated:
+        if truncated:
             raise ResponseDecodeError(
                 f"HTTP {status} response body exceeded the size cap",
-                http_status=status, body=_snippet(response.content), request_id=request_id,
+                http_status=status, body=_snippet(content), request_id=request_id,
             )
         try:
-            envelope = _envelope(loads(response.content))
+            envelope = _envelope(loads(content))
         except ValueError as exc:
             raise ResponseDecodeError(
                 f"HTTP {status} response is not JSON: {exc}",
-                http_status=status, body=_snippet(response.content), request_id=request_id,
+                http_status=status, body=_snippet(content), request_id=request_id,
             ) from None
         if envelope is None:
             raise ResponseDecodeError(
                 f"HTTP {status} response is not an EnKash envelope "
                 "(needs integer response_code and string response_message)",
-                http_status=status, body=_snippet(response.content), request_id=request_id,
+                http_status=status, body=_snippet(content), request_id=request_id,
             )
         if envelope.response_code == 0 and len(content) <= _MEMO_MAX_BODY and (
             envelope.payload is None or isinstance(envelope.payload, (str, int, float))
@@ -122,7 +127,7 @@ def check_response(response: Response, *, request_id: str | None = None) -> Enve
                 request_id=request_id,
             )
         return envelope
-    raise status_error(response, request_id=request_id)
+    raise status_error(Response(status, headers, content, truncated), request_id=request_id)
 
 
 def status_error(response: Response, *, request_id: str | None = None, body: bool = True) -> HTTPStatusError:

@@ -199,24 +199,27 @@ def may_retry(error: EnKashError, *, sent: bool, idempotent: bool) -> bool:
 
 
 class Call:
-    """What one logical call remembers across its attempts (never shared)."""
+    """What one logical call remembers across its attempts (never shared).
 
-    __slots__ = ("attempts", "body", "idempotent", "maybe_applied", "method", "mutating", "operation", "path",
-                 "reached", "request_id", "sending", "spent", "started", "throttled")
+    Not slotted: the counters and flags start as class attributes, so making a Call
+    (once per allocation) sets only what differs per call.
+    """
 
-    def __init__(self, operation: str, request_id: str | None, *, mutating: bool, idempotent: bool) -> None:
+    attempts = 0
+    sending = False  # set by the attempt once its request is handed to the transport
+    reached = False  # some attempt's request left this machine
+    maybe_applied = False
+    spent = 0  # retry budget tokens this call's retries took
+    throttled = 0  # attempts answered 429 and retried after a bulk run's pause
+
+    def __init__(self, operation: str, request_id: str | None, method: str = "", path: str = "",
+                 body: bytes = b"", *, mutating: bool = False, idempotent: bool = True) -> None:
         self.operation = operation
         self.request_id = request_id
+        self.method, self.path, self.body = method, path, body  # what each attempt sends
         self.mutating = mutating
         self.idempotent = idempotent
-        self.attempts = 0
-        self.sending = False  # set by the attempt once its request is handed to the transport
-        self.reached = False  # some attempt's request left this machine
-        self.maybe_applied = False
-        self.spent = 0
-        self.throttled = 0  # attempts answered 429 and retried after a bulk run's pause
         self.started = time.monotonic()
-        self.method, self.path, self.body = "", "", b""  # what each attempt sends (set by the allocator)
 
     def finish(self, error: EnKashError, *, budget_exhausted: bool = False, sent: bool = False) -> EnKashError:
         """The error the caller sees: complete, with this call's context."""

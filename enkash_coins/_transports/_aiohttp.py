@@ -16,7 +16,7 @@ import ssl as _ssl
 import sys
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp.http_exceptions import ContentEncodingError
@@ -38,7 +38,7 @@ from .._exceptions import (
 )
 from .._urls import check_url, is_loopback
 from .._version import __version__
-from ._base import Request, Response
+from ._base import Answer, Request, Response
 
 __all__ = ["AiohttpTransport"]
 
@@ -60,6 +60,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: What an OpenSSL reason may look like to be shown.
 _REASON = re.compile(r"[A-Za-z0-9_ ,.:()'-]{1,120}")
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+#: Route URLs kept for reuse (a handful in practice; the cap only bounds odd use).
+_MAX_URLS = 64
 
 class AiohttpTransport(AsyncClosing):
     """Sends requests through one pooled :class:`aiohttp.ClientSession`.
@@ -124,11 +126,18 @@ class AiohttpTransport(AsyncClosing):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._owns_session = session is None
+        self._urls: dict[str, URL] = {}
+        #: Settings passed with each request; the transport's own session has them as defaults.
+        self._options: dict[str, Any] = {}
         if session is None:
             self._session: aiohttp.ClientSession | None = None
             self._session_headers: dict[str, str] | None = headers  # the session's defaults
             self._request_headers: dict[str, str] | None = None
         else:
+            # A caller's session: whatever it says, read_bufsize bounds aiohttp's decompression
+            # steps, bodies arrive decoded, and no status raises.
+            self._options = {"proxy": self._proxy, "ssl": self._ssl, "raise_for_status": False,
+                             "auto_decompress": True, "read_bufsize": _STEP}
             _check_session(session, trust_env=trust_env, max_connections=max_connections)
             self._session = session
             self._session_headers, self._request_headers = None, headers  # merged into each request
@@ -146,16 +155,34 @@ class AiohttpTransport(AsyncClosing):
         if self._closed:
             raise ClientClosedError("this AiohttpTransport is closed; build a new one")
         self._loop = asyncio.get_running_loop()
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max_connections),
+        self._session = aiohttp.ClientSession(  # the per-request settings, set once (see _options)
+            connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl),
             headers=self._session_headers,
             timeout=self._timeout,
             trust_env=self._trust_env,
+            proxy=self._proxy,
+            read_bufsize=_STEP,
+            auto_decompress=True,
+            raise_for_status=False,
         )
         return self._session
 
     async def send(self, request: Request) -> Response:
         _check_request(request, self._allow_insecure_http)
+        timeout = request.timeout
+        if timeout is not None:
+            _check_timeout("Request.timeout", timeout)
+        status, headers, content, truncated = await self._exchange(
+            request.method, request.path, request.headers, request.content, timeout)
+        return Response(status, headers, content, truncated)
+
+    async def _exchange(self, method: str, path: str, headers: Mapping[str, str], content: bytes,
+                        seconds: float | None) -> Answer:
+        """:meth:`send` for requests the SDK built itself (already checked): no objects around them.
+
+        The allocator calls this on its own transport; it is the hot path, so it takes
+        and returns plain values (``(status, headers, content, truncated)``).
+        """
         session = self._session
         if session is None or self._closed:
             session = self._open()
@@ -163,43 +190,46 @@ class AiohttpTransport(AsyncClosing):
             self._bind()
         if not self._owns_session and session.closed:  # ours closes only through aclose()
             raise ClientClosedError(self._closed_message("is closed"))
-        path = request.path
-        url = self._base_url + path if path[0] == "/" else path
-        timeout = self._timeout if request.timeout is None else aiohttp.ClientTimeout(
-            total=_check_timeout("Request.timeout", request.timeout))
+        url = self._urls.get(path)
+        if url is None:
+            url = self._url(path)
+        limit = self._timeout if seconds is None else aiohttp.ClientTimeout(total=seconds)
         try:
-            headers: Mapping[str, str] = request.headers
             if self._request_headers is not None:  # a caller's session: its defaults are not ours
                 merged = CIMultiDict(self._request_headers)
-                merged.update(request.headers)
+                merged.update(headers)
                 headers = merged
-            async with session.request(
-                request.method,
-                URL(url, encoded=True),
-                data=request.content or None,
-                headers=headers,
-                timeout=timeout,
-                proxy=self._proxy,
-                ssl=self._ssl,
-                allow_redirects=False,
-                raise_for_status=False,
-                auto_decompress=True,  # whatever the session says: callers get decoded bodies
-                read_bufsize=_STEP,  # bounds aiohttp's decompression steps, whatever the session says
-            ) as resp:
+            # Awaited, not ``async with``: a body read to its end has released the connection
+            # already; only an answer left unread must be released (dropped) here.
+            resp = await session.request(method, url, data=content or None, headers=headers, timeout=limit,
+                                         allow_redirects=False, **self._options)
+            try:
                 length = resp.content_length  # EnKash's usual small JSON answer: read at once, here
                 if length is not None and length <= self._max_bytes and "Content-Encoding" not in resp.headers:
-                    return Response(resp.status, resp.headers, await resp.read())
+                    return resp.status, resp.headers, await resp.read(), False
                 return await self._read(resp)
+            except BaseException:
+                resp.release()
+                raise
         except EnKashError:
             raise
         except Exception as exc:  # only SDK errors leave; built here, raised below without context
             try:
-                error = self._failure(exc, request.method, url, timeout, session)
+                error = self._failure(exc, method, str(url), limit, session)
             except Exception:  # never let the translation be what escapes
-                error = TransportError(f"{request.method} {type(exc).__name__}")
+                error = TransportError(f"{method} {type(exc).__name__}")
         raise error from None
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> Response:
+    def _url(self, path: str) -> URL:
+        """The URL of ``path``; paths without a query string (the routes) are kept for reuse."""
+        url = URL(self._base_url + path if path[0] == "/" else path, encoded=True)
+        if "?" not in path:  # query strings carry user ids: never kept
+            if len(self._urls) >= _MAX_URLS:
+                self._urls.clear()
+            self._urls[path] = url
+        return url
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> Answer:
         """Read the body in bounded steps, stopping one byte past the cap.
 
         (An uncompressed body whose Content-Length fits is read at once by :meth:`send`.)
@@ -224,12 +254,12 @@ class AiohttpTransport(AsyncClosing):
                 raise ResponseDecodeError(
                     f"the HTTP {resp.status} answer's Content-Encoding could not be decoded",
                     http_status=resp.status)
-            return Response(resp.status, resp.headers, b"")  # the status still says what happened
+            return resp.status, resp.headers, b"", False  # the status still says what happened
         if size > cap:
             resp.close()  # drop the connection rather than drain the rest
             chunks[-1] = chunks[-1][: len(chunks[-1]) - (size - cap)]
-            return Response(resp.status, resp.headers, b"".join(chunks), truncated=True)
-        return Response(resp.status, resp.headers, b"".join(chunks))
+            return resp.status, resp.headers, b"".join(chunks), True
+        return resp.status, resp.headers, b"".join(chunks), False
 
     def _bind(self) -> None:
         if self._loop is None:  # a caller's session whose loop aiohttp did not expose

@@ -57,6 +57,11 @@ class Response:
     truncated: bool = False
 
 
+#: A response as plain values, ``(status, headers, content, truncated)``: what the SDK's
+#: own transport hands the allocator on the hot path, where no :class:`Response` is built.
+Answer = tuple[int, Mapping[str, str], bytes, bool]
+
+
 @runtime_checkable
 class Transport(Protocol):
     """Sends a :class:`Request`, returns a :class:`Response`.
