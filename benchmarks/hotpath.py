@@ -36,7 +36,7 @@ from typing import Any
 
 from benchmarks.scenarios import PATH, ROOT, TOKEN, free_port, server_process
 
-VARIANTS = ("raw_aiohttp", "sdk_default", "sdk_fast")
+VARIANTS = ("raw_aiohttp", "sdk_default", "sdk_fast", "raw_wrapped")
 WARMUP = 300
 
 
@@ -72,6 +72,21 @@ async def _client(variant: str, base: str, calls: int, concurrency: int) -> dict
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         return {"rps": calls / wall, "cpu_us_per_call": cpu / calls * 1e6}
 
+    if variant == "raw_wrapped":
+        url = base + PATH
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+            async def inner(i: int) -> None:
+                body = {"companyId": "BENCH", "event": "DIWALI_BONUS", "requestId": f"R{i}", "userId": f"U{i}"}
+                async with session.post(url, json=body, headers=headers) as response:
+                    data = await response.json()
+                    if response.status != 200 or data["response_code"] != 0:
+                        raise RuntimeError(data)
+            async def mid(i: int) -> None:
+                await inner(i)
+            async def outer(i: int) -> None:
+                await mid(i)
+            return await measure(outer)
     if variant == "raw_aiohttp":
         url = base + PATH
         headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -94,6 +109,9 @@ async def _client(variant: str, base: str, calls: int, concurrency: int) -> dict
 def client_main(variant: str, base: str, calls: int, concurrency: int) -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {0})  # the server has core 1
+    import gc
+    if os.environ.get("BENCH_GC"):
+        gc.disable() if os.environ["BENCH_GC"] == "off" else gc.freeze()
     result = asyncio.run(_client(variant, base, calls, concurrency))
     from enkash_coins import _json
 

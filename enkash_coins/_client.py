@@ -6,7 +6,7 @@ import asyncio
 import enum
 import logging
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import cattrs
@@ -218,14 +218,16 @@ class CoinAllocator(AsyncClosing):
             APIError: EnKash refused it (non-zero ``response_code``); check ``outcome_unknown``.
             HTTPStatusError, TransportError, ResponseDecodeError, TokenError: see ``outcome_unknown``.
         """
-        request = AllocationRequest(  # built complete, once: no copy for the defaults
-            user_id=user_id, event=event,
-            request_id=self._generated_id() if request_id is None else request_id,  # "" is refused, not replaced
-            company_id=self._company(None) if company_id is None else company_id,
-        )
-        # Not through _allocate: one coroutine less per call (at thousands of pending calls,
-        # every object alive across the network wait costs the garbage collector).
-        return self._allocation(request, await self._send_allocation(request, None, None))
+        if request_id is None:
+            request_id = self._generated_id()  # "" is refused, not replaced
+        if company_id is None:
+            company_id = self._company(None)
+        # Not through _allocate, and the request object is not kept across the wait, only
+        # its (checked) strings: every object alive across the network wait of thousands of
+        # pending calls costs the garbage collector (one coroutine or object: ~1 µs a call).
+        envelope = await self._send_allocation(
+            AllocationRequest(user_id=user_id, event=event, request_id=request_id, company_id=company_id), None, None)
+        return _allocation(request_id, company_id, user_id, event, envelope)
 
     def _generated_id(self) -> str:
         failure = None
@@ -253,7 +255,9 @@ class CoinAllocator(AsyncClosing):
 
     async def _allocate(self, request: AllocationRequest, pacer: Pacer | None, call: Call | None = None) -> Allocation:
         """Send a resolved request; bulk runs pass their :class:`Pacer`, and a :class:`Call` to watch."""
-        return self._allocation(request, await self._send_allocation(request, pacer, call))
+        envelope = await self._send_allocation(request, pacer, call)
+        assert request.request_id is not None and request.company_id is not None  # resolved
+        return _allocation(request.request_id, request.company_id, request.user_id, request.event, envelope)
 
     def _send_allocation(self, request: AllocationRequest, pacer: Pacer | None,
                          call: Call | None) -> Coroutine[Any, Any, Envelope]:
@@ -263,18 +267,6 @@ class CoinAllocator(AsyncClosing):
         else:  # a bulk run's, made before the request was sent
             call.method, call.path, call.body = "POST", ALLOCATE, body
         return self._call(call, pacer)
-
-    @staticmethod
-    def _allocation(request: AllocationRequest, envelope: Envelope) -> Allocation:
-        payload = envelope.payload
-        assert request.request_id is not None and request.company_id is not None
-        return Allocation(
-            request_id=request.request_id,
-            company_id=request.company_id,
-            user_id=request.user_id,
-            event=request.event,
-            message=payload if isinstance(payload, str) else envelope.response_message,
-        )
 
     # -- bulk ----------------------------------------------------------------
 
@@ -415,16 +407,16 @@ class CoinAllocator(AsyncClosing):
     def _call(self, call: Call, pacer: Pacer | None = None) -> Coroutine[Any, Any, Envelope]:
         """The call's checks now, then its retry loop to await (a plain function: one coroutine less)."""
         shared = self._shared
-        if shared.state is _State.CLOSED:
-            raise ClientClosedError("this CoinAllocator is closed; build a new one", request_id=call.request_id)
-        loop = asyncio.get_running_loop()
-        if shared.loop is not loop:
-            self._bind(loop, call.request_id)
-        return run(call, self._attempt, self.retry, shared.budget, self._on_retry, pacer)
+        if shared.loop is not asyncio.get_running_loop() or shared.state is _State.CLOSED:
+            self._bind(call.request_id)  # the first call binds the loop; a closed allocator or another loop is refused
+        return run(call, self, self.retry, shared.budget, self._on_retry, pacer)
 
-    def _bind(self, loop: asyncio.AbstractEventLoop, request_id: str | None) -> None:
-        """Tie the allocator to the first loop it runs on; refuse any other."""
+    def _bind(self, request_id: str | None) -> None:
+        """Tie the allocator to the first loop it runs on; refuse any other, and refuse once closed."""
         shared = self._shared
+        if shared.state is _State.CLOSED:
+            raise ClientClosedError("this CoinAllocator is closed; build a new one", request_id=request_id)
+        loop = asyncio.get_running_loop()
         if shared.loop is None:
             shared.loop = loop
             return
@@ -435,31 +427,27 @@ class CoinAllocator(AsyncClosing):
             request_id=request_id,
         )
 
-    def _headers(self, token: str, body: bytes) -> Mapping[str, str]:
-        """The headers of one attempt, with its bearer token; the sets are built once per token."""
+    def _exchange(self, call: Call, token: str) -> Coroutine[Any, Any, Answer]:
+        """Send the call's request once; its answer as ``(status, headers, content, truncated)``.
+
+        The header sets are built once per token. The SDK's own :class:`AiohttpTransport`
+        takes the values directly (the hot path: no Request or Response objects, no
+        re-check of what the SDK built); any other transport gets a :class:`Request`.
+        """
         shared = self._shared
         cached = shared.headers
         if cached is None or cached[0] != token:
             bearer = f"Bearer {token}"
             cached = shared.headers = (token, {**_JSON_HEADERS, "Authorization": bearer},
                                        {**_ACCEPT, "Authorization": bearer})
+        body = call.body
         headers = cached[1] if body else cached[2]
         if self._extra:
             headers = {**self._extra, **headers}
-        return headers
-
-    def _exchange(self, call: Call, token: str) -> Coroutine[Any, Any, Answer]:
-        """Send the call's request once; its answer as ``(status, headers, content, truncated)``.
-
-        The SDK's own :class:`AiohttpTransport` takes the values directly (the hot path:
-        no Request or Response objects, no re-check of what the SDK built); any other
-        transport gets a :class:`Request` through the protocol.
-        """
-        transport = self._shared.transport
-        headers = self._headers(token, call.body)
+        transport = shared.transport
         if type(transport) is AiohttpTransport:
-            return transport._exchange(call.method, call.path, headers, call.body, self._timeout)
-        return self._send(Request(call.method, call.path, headers, call.body, self._timeout))
+            return transport._exchange(call.method, call.path, headers, body, self._timeout)
+        return self._send(Request(call.method, call.path, headers, body, self._timeout))
 
     async def _token(self) -> str:
         auth = self.auth
@@ -495,37 +483,54 @@ class CoinAllocator(AsyncClosing):
             raise _broken(transport, f"it returned {type(response).__name__}, not a Response")
         return response.status, response.headers, response.content, response.truncated
 
-    async def _attempt(self, call: Call) -> Envelope:
+    # -- the steps of one attempt (see _retry.Attempts) ---------------------
+
+    def _start(self, call: Call) -> Awaitable[Answer]:
+        """Send the attempt: with a fresh cached token, no coroutine of its own (the hot path)."""
         shared = self._shared
         if shared.state is _State.CLOSED:
             raise ClientClosedError(f"the CoinAllocator was closed before this {call.operation} call was sent")
         auth = shared.auth
-        token = auth.current() if isinstance(auth, _CACHING) else None  # a fresh cached token: no await
+        token = auth.current() if isinstance(auth, _CACHING) else None
         if token is None:
-            token = await self._token()
+            return self._start_with_token(call)
+        call.token = token
         call.sending = True
-        try:
-            status, headers, content, truncated = await self._exchange(call, token)
-            if status == 401 and auth.invalidate(token):
-                # The token was refused (expired early, revoked): one replay, same body.
-                log.debug("%s requestId %s: 401, replaying once with a new token", call.operation, call.request_id)
-                call.reached = True  # it did reach EnKash, which refused the token (and did nothing)
-                call.sending = False
-                token = await self._token()
-                call.sending = True
-                status, headers, content, truncated = await self._exchange(call, token)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s %s -> %d (%s requestId %s, attempt %d)", call.method, call.path.split("?", 1)[0],
-                          status, call.operation, call.request_id, call.attempts)
-            return check_answer(status, headers, content, truncated, call.request_id)
-        except EnKashError as error:
-            if self.closed and not isinstance(error, ClientClosedError):  # aclose() ran meanwhile
-                closed = ClientClosedError(
-                    f"the CoinAllocator was closed while this {call.operation} call was in flight")
-                if not may_have_applied(error, sent=call.sending):
-                    call.sending = False  # it provably never left: report it as not sent
-                raise closed from None
-            raise
+        return self._exchange(call, token)
+
+    async def _start_with_token(self, call: Call) -> Answer:
+        token = call.token = await self._token()
+        call.sending = True
+        return await self._exchange(call, token)
+
+    def _refused(self, call: Call) -> bool:
+        if call.token is None or not self._shared.auth.invalidate(call.token):
+            return False
+        # The token was refused (expired early, revoked): one replay, same body.
+        log.debug("%s requestId %s: 401, replaying once with a new token", call.operation, call.request_id)
+        call.reached = True  # it did reach EnKash, which refused the token (and did nothing)
+        call.sending = False
+        return True
+
+    def _judge(self, call: Call, answer: Answer) -> Envelope:
+        status, headers, content, truncated = answer
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %d (%s requestId %s, attempt %d)", call.method, call.path.split("?", 1)[0],
+                      status, call.operation, call.request_id, call.attempts)
+        return check_answer(status, headers, content, truncated, call.request_id)
+
+    def _failed(self, call: Call, error: EnKashError) -> EnKashError:
+        if self.closed and not isinstance(error, ClientClosedError):  # aclose() ran meanwhile
+            if not may_have_applied(error, sent=call.sending):
+                call.sending = False  # it provably never left: report it as not sent
+            return ClientClosedError(f"the CoinAllocator was closed while this {call.operation} call was in flight")
+        return error
+
+
+def _allocation(request_id: str, company_id: str, user_id: str, event: str, envelope: Envelope) -> Allocation:
+    payload = envelope.payload
+    return Allocation(request_id=request_id, company_id=company_id, user_id=user_id, event=event,
+                      message=payload if isinstance(payload, str) else envelope.response_message)
 
 
 def _broken(transport: Transport, failure: str) -> TransportError:

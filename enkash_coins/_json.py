@@ -16,8 +16,24 @@ except ImportError:  # pragma: no cover - depends on the environment
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # built once, not per call
 
 
-def _std_dumps(data: Any) -> bytes:
-    return _encode(data).encode()
+def _not_json(value: object) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder json.dumps builds on every call, built once here (every allocation
+# encodes a body): the same bytes as ``_encode``. No circular-reference check: the SDK
+# encodes only the flat dicts it built. Without the C accelerator, ``_encode`` does it.
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _make_encoder is None:  # pragma: no cover - CPython has the accelerator
+
+    def _std_dumps(data: Any) -> bytes:
+        return _encode(data).encode()
+
+else:
+    _chunks = _make_encoder(None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+
+    def _std_dumps(data: Any) -> bytes:
+        return "".join(_chunks(data, 0)).encode()
 
 
 def _std_loads(content: bytes) -> Any:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._exceptions import EnKashError
     from ._retry import Call, RetryBudget
 
-__all__ = ["Span", "start", "watch_budget"]
+__all__ = ["INSTALLED", "Span", "start", "watch_budget"]
 
 try:
     from opentelemetry import context as _context
@@ -34,6 +34,8 @@ try:
 except ImportError:  # pragma: no cover - the otel extra is not installed
     _trace = None  # type: ignore[assignment]
 
+#: False without the OpenTelemetry API: callers then skip :func:`start` altogether.
+INSTALLED = _trace is not None
 _BUDGETS: weakref.WeakSet[RetryBudget] = weakref.WeakSet()
 
 

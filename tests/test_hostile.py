@@ -152,6 +152,20 @@ def test_both_json_backends_fail_only_with_value_error(body: bytes) -> None:
             loads(body)
 
 
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+                           max_leaves=12)
+
+
+@SETTINGS
+@given(st.dictionaries(st.text(), json_values, max_size=6))
+def test_the_standard_library_encoder_built_once_writes_what_json_dumps_writes(data: dict[str, Any]) -> None:
+    """Bodies are encoded by the C encoder built once at import, not per call as json.dumps does."""
+    from enkash_coins import _json
+
+    assert _json._std_dumps(data) == json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 # -- AiohttpTransport: any constructor argument, any compressed body --------------------
 
 NETWORK = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
