@@ -5,8 +5,8 @@ Four variants, interleaved in one process on core 0 against the bench server on 
 standard library's JSON everywhere:
 
 A. raw aiohttp: ``session.post(url, json=...)`` and ``await response.json()``;
-B. raw aiohttp called with the SDK's exact arguments (bytes body, its headers, timeout,
-   ``ssl``, ``allow_redirects``, ``read_bufsize``...);
+B. raw aiohttp called as the SDK's transport calls it (a bytes body, its headers, a URL
+   built once, the session's defaults for the rest, the response awaited, not entered);
 C. ``AiohttpTransport.send`` with a ready :class:`~enkash_coins.Request`;
 D. ``CoinAllocator.allocate``.
 
@@ -48,7 +48,10 @@ async def measure(base: str, gc_off: bool, calls: int = CALLS, rounds: int = ROU
     headers = {"Content-Type": "application/json", "Accept": "application/json", **bearer}
     timeout = aiohttp.ClientTimeout(total=10)
     gate = asyncio.Semaphore(CONCURRENCY)
+    route = URL(url, encoded=True)  # built once, as the transport keeps its routes
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), timeout=timeout, read_bufsize=1 << 16,
+                                  headers={"User-Agent": "bench"}) as tuned, \
             AiohttpTransport(base, max_connections=100) as transport, \
             CoinAllocator(AiohttpTransport(base, max_connections=100), auth=StaticToken(TOKEN),
                           company_id="BENCH") as coins:
@@ -56,11 +59,10 @@ async def measure(base: str, gc_off: bool, calls: int = CALLS, rounds: int = ROU
             async with session.post(url, json=body(i), headers=bearer) as response:
                 await response.json()
 
-        async def b(i: int) -> None:
-            async with session.request("POST", URL(url, encoded=True), data=json.dumps(body(i)).encode(),
-                                       headers=headers, timeout=timeout, proxy=None, ssl=True, allow_redirects=False,
-                                       raise_for_status=False, auto_decompress=True, read_bufsize=1 << 16) as response:
-                json.loads(await response.read())
+        async def b(i: int) -> None:  # the transport's own session has the other settings as defaults
+            response = await tuned.request("POST", route, data=json.dumps(body(i)).encode(), headers=headers,
+                                           timeout=timeout, allow_redirects=False)
+            json.loads(await response.read())
 
         async def c(i: int) -> None:
             response = await transport.send(Request("POST", PATH, headers, json.dumps(body(i)).encode(), None))

@@ -221,7 +221,7 @@ class CoinAllocator(AsyncClosing):
         if request_id is None:
             request_id = self._generated_id()  # "" is refused, not replaced
         if company_id is None:
-            company_id = self._company(None)
+            company_id = self.company_id or self._company(None)  # the latter raises: no company anywhere
         # Not through _allocate, and the request object is not kept across the wait, only
         # its (checked) strings: every object alive across the network wait of thousands of
         # pending calls costs the garbage collector (one coroutine or object: ~1 µs a call).
