@@ -44,7 +44,7 @@ from ._response import check_answer
 from ._retry import Call, RetryBudget, RetryEvent, RetryPolicy, may_have_applied, run
 from ._routes import ALLOCATE, BALANCE, CREATE_EVENT, EVENT
 from ._telemetry import watch_budget
-from ._transports import AiohttpTransport, Request, Response, Transport
+from ._transports import AiohttpTransport, Request, Transport
 from ._transports._base import Answer
 
 __all__ = ["CoinAllocator"]
@@ -445,8 +445,9 @@ class CoinAllocator(AsyncClosing):
         if self._extra:
             headers = {**self._extra, **headers}
         transport = shared.transport
-        if type(transport) is AiohttpTransport:
-            return transport._exchange(call.method, call.path, headers, body, self._timeout)
+        if type(transport) is AiohttpTransport and "send" not in transport.__dict__:  # send not replaced
+            session = transport._ready()  # a closed transport raises here, before anything is sent
+            return transport._exchange(session, call.method, call.path, headers, body, self._timeout)
         return self._send(Request(call.method, call.path, headers, body, self._timeout))
 
     async def _token(self) -> str:
@@ -479,9 +480,13 @@ class CoinAllocator(AsyncClosing):
             response, failure = None, type(error).__name__
         if response is None:  # raised outside the handler: no raw exception in the chain
             raise _broken(transport, failure)
-        if not isinstance(response, Response):
+        # A Response, or anything with its fields (the protocol's contract is duck-typed).
+        status, content = getattr(response, "status", None), getattr(response, "content", b"")
+        headers = getattr(response, "headers", None)
+        if not is_int(status) or not isinstance(content, (bytes, bytearray)):
             raise _broken(transport, f"it returned {type(response).__name__}, not a Response")
-        return response.status, response.headers, response.content, response.truncated
+        return (status, headers if isinstance(headers, Mapping) else {}, bytes(content),
+                getattr(response, "truncated", False) is True)
 
     # -- the steps of one attempt (see _retry.Attempts) ---------------------
 
@@ -495,13 +500,17 @@ class CoinAllocator(AsyncClosing):
         if token is None:
             return self._start_with_token(call)
         call.token = token
+        exchange = self._exchange(call, token)
         call.sending = True
-        return self._exchange(call, token)
+        return exchange
 
     async def _start_with_token(self, call: Call) -> Answer:
         token = call.token = await self._token()
+        if self._shared.state is _State.CLOSED:  # closed while the token was awaited: nothing sent
+            raise ClientClosedError(f"the CoinAllocator was closed before this {call.operation} call was sent")
+        exchange = self._exchange(call, token)
         call.sending = True
-        return await self._exchange(call, token)
+        return await exchange
 
     def _refused(self, call: Call) -> bool:
         if call.token is None or not self._shared.auth.invalidate(call.token):

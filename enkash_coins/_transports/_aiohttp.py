@@ -173,16 +173,11 @@ class AiohttpTransport(AsyncClosing):
         if timeout is not None:
             _check_timeout("Request.timeout", timeout)
         status, headers, content, truncated = await self._exchange(
-            request.method, request.path, request.headers, request.content, timeout)
+            self._ready(), request.method, request.path, request.headers, request.content, timeout)
         return Response(status, headers, content, truncated)
 
-    async def _exchange(self, method: str, path: str, headers: Mapping[str, str], content: bytes,
-                        seconds: float | None) -> Answer:
-        """:meth:`send` for requests the SDK built itself (already checked): no objects around them.
-
-        The allocator calls this on its own transport; it is the hot path, so it takes
-        and returns plain values (``(status, headers, content, truncated)``).
-        """
+    def _ready(self) -> aiohttp.ClientSession:
+        """The session to send with; raises, before anything is sent, when there is none to use."""
         session = self._session
         if session is None or self._closed:
             session = self._open()
@@ -190,6 +185,15 @@ class AiohttpTransport(AsyncClosing):
             self._bind()
         if not self._owns_session and session.closed:  # ours closes only through aclose()
             raise ClientClosedError(self._closed_message("is closed"))
+        return session
+
+    async def _exchange(self, session: aiohttp.ClientSession, method: str, path: str, headers: Mapping[str, str],
+                        content: bytes, seconds: float | None) -> Answer:
+        """:meth:`send` for requests the SDK built itself (already checked): no objects around them.
+
+        The allocator calls this (after :meth:`_ready`) on its own transport; it is the hot
+        path, so it takes and returns plain values (``(status, headers, content, truncated)``).
+        """
         url = self._urls.get(path)
         if url is None:
             url = self._url(path)
@@ -199,18 +203,23 @@ class AiohttpTransport(AsyncClosing):
                 merged = CIMultiDict(self._request_headers)
                 merged.update(headers)
                 headers = merged
-            # Awaited, not ``async with``: a body read to its end has released the connection
-            # already; only an answer left unread must be released (dropped) here.
+            # Awaited, not ``async with``: a body read to its end has closed the response and
+            # given the connection back already (releasing it again is not free); an answer
+            # left unread, or one whose connection was upgraded (a 101), is released here.
             resp = await session.request(method, url, data=content or None, headers=headers, timeout=limit,
                                          allow_redirects=False, **self._options)
             try:
                 length = resp.content_length  # EnKash's usual small JSON answer: read at once, here
                 if length is not None and length <= self._max_bytes and "Content-Encoding" not in resp.headers:
-                    return resp.status, resp.headers, await resp.read(), False
-                return await self._read(resp)
+                    answer: Answer = (resp.status, resp.headers, await resp.read(), False)
+                else:
+                    answer = await self._read(resp)
             except BaseException:
                 resp.release()
                 raise
+            if not resp.closed:
+                resp.release()
+            return answer
         except EnKashError:
             raise
         except Exception as exc:  # only SDK errors leave; built here, raised below without context
