@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapp
 from typing import Any
 
 import cattrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import _bulk
 from ._auth import Auth, PasswordGrant, StaticToken
@@ -61,6 +62,16 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+#: The headers for one token: (token, with a body, without, and both again for aiohttp).
+_HeaderSets = tuple[str, dict[str, str], dict[str, str], "CIMultiDictProxy[str]", "CIMultiDictProxy[str]"]
+
+
+def _header_sets(token: str) -> _HeaderSets:
+    bearer = f"Bearer {token}"
+    with_body, without = {**_JSON_HEADERS, "Authorization": bearer}, {**_ACCEPT, "Authorization": bearer}
+    return token, with_body, without, CIMultiDictProxy(CIMultiDict(with_body)), CIMultiDictProxy(CIMultiDict(without))
+
+
 class _Shared:
     """What an allocator and its views share: connections, tokens, the budget, the loop, the state."""
 
@@ -72,7 +83,7 @@ class _Shared:
         self.budget = budget
         self.loop: asyncio.AbstractEventLoop | None = None
         self.state = _State.UNOPENED
-        self.headers: tuple[str, dict[str, str], dict[str, str]] | None = None  # per token, see _with_token
+        self.headers: _HeaderSets | None = None  # for the current token, see _header_sets
 
 
 def _callable(what: str, value: object, *, optional: bool = False) -> None:
@@ -437,17 +448,19 @@ class CoinAllocator(AsyncClosing):
         shared = self._shared
         cached = shared.headers
         if cached is None or cached[0] != token:
-            bearer = f"Bearer {token}"
-            cached = shared.headers = (token, {**_JSON_HEADERS, "Authorization": bearer},
-                                       {**_ACCEPT, "Authorization": bearer})
+            cached = shared.headers = _header_sets(token)
         body = call.body
+        transport = shared.transport
+        if type(transport) is AiohttpTransport and "send" not in transport.__dict__:  # send not replaced
+            # aiohttp takes a CIMultiDictProxy as it is (a dict is converted on every request).
+            headers: Mapping[str, str] = cached[3] if body else cached[4]
+            if self._extra:
+                headers = CIMultiDictProxy(CIMultiDict({**self._extra, **headers}))
+            session = transport._ready()  # a closed transport raises here, before anything is sent
+            return transport._exchange(session, call.method, call.path, headers, body, self._timeout)
         headers = cached[1] if body else cached[2]
         if self._extra:
             headers = {**self._extra, **headers}
-        transport = shared.transport
-        if type(transport) is AiohttpTransport and "send" not in transport.__dict__:  # send not replaced
-            session = transport._ready()  # a closed transport raises here, before anything is sent
-            return transport._exchange(session, call.method, call.path, headers, body, self._timeout)
         return self._send(Request(call.method, call.path, headers, body, self._timeout))
 
     async def _token(self) -> str:
