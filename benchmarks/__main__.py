@@ -79,7 +79,7 @@ def main() -> int:
         ("bulk_memory", lambda: scenarios.scenario_memory(1_000 if q else 100_000, 10_000 if q else 1_000_000)),
         ("token_single_flight", lambda: scenarios.scenario_token(50 if q else 1000)),
         ("under_faults", lambda: scenarios.scenario_faults(100 if q else 5000)),
-        ("hotpath", lambda: hotpath.run(calls=200 if q else 6000, rounds=1 if q else 9)),
+        ("hotpath", lambda: hotpath.run(calls=200 if q else 6000, rounds=1 if q else 45)),
         ("campaign", lambda: campaign.scenario_campaign(
             rows, 2 if q else args.campaign_rounds, dry_rows=1_000 if q else max(1_000_000, rows),
             paced_rows=100 if q else 4_000, limited_rows=400 if q else 6_000, dry_repeats=1 if q else 2)),

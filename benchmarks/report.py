@@ -38,13 +38,16 @@ def _hotpath(h: dict[str, Any]) -> list[str]:
         f"one core, the server on the other; {h['rounds']} interleaved rounds; ratios per round against raw "
         "aiohttp of the same round, then the median):",
         "",
-        "| variant | JSON | calls/s | CPU µs/call | ÷ raw aiohttp (median) | per round | CPU µs above raw |",
+        "| variant | JSON | calls/s | CPU µs/call | ÷ raw aiohttp (median) | rounds: middle half (all) "
+        "| CPU µs above raw |",
         "|---|---|---:|---:|---:|---|---:|",
     ]
     for name, v in h["variants"].items():
-        each = ", ".join(f"{x:.2f}" for x in v["vs_raw_each"])
+        each = sorted(v["vs_raw_each"])
+        spread = (f"{each[len(each) // 4]:.2f}–{each[(3 * len(each)) // 4]:.2f} "
+                  f"({each[0]:.2f}–{each[-1]:.2f})")
         lines.append(f"| {names.get(name, name)} | {v['json']} | {v['rps']:,.0f} | {v['cpu_us_per_call']:.0f} "
-                     f"| {v['vs_raw']:.2f} | {each} | {v['cpu_extra_us']:+.0f} |")
+                     f"| {v['vs_raw']:.2f} | {spread} | {v['cpu_extra_us']:+.1f} |")
     return [*lines, ""]
 
 
