@@ -194,11 +194,11 @@ class AiohttpTransport(AsyncClosing):
         The allocator calls this (after :meth:`_ready`) on its own transport; it is the hot
         path, so it takes and returns plain values (``(status, headers, content, truncated)``).
         """
-        url = self._urls.get(path)
-        if url is None:
-            url = self._url(path)
         limit = self._timeout if seconds is None else aiohttp.ClientTimeout(total=seconds)
         try:
+            url = self._urls.get(path)
+            if url is None:
+                url = self._url(path)
             if self._request_headers is not None:  # a caller's session: its defaults are not ours
                 merged = CIMultiDict(self._request_headers)
                 merged.update(headers)
@@ -224,14 +224,14 @@ class AiohttpTransport(AsyncClosing):
             raise
         except Exception as exc:  # only SDK errors leave; built here, raised below without context
             try:
-                error = self._failure(exc, method, str(url), limit, session)
+                error = self._failure(exc, method, self._base_url + path if path[:1] == "/" else path, limit, session)
             except Exception:  # never let the translation be what escapes
                 error = TransportError(f"{method} {type(exc).__name__}")
         raise error from None
 
     def _url(self, path: str) -> URL:
         """The URL of ``path``; paths without a query string (the routes) are kept for reuse."""
-        url = URL(self._base_url + path if path[0] == "/" else path, encoded=True)
+        url = URL(self._base_url + path if path[:1] == "/" else path, encoded=True)
         if "?" not in path:  # query strings carry user ids: never kept
             if len(self._urls) >= _MAX_URLS:
                 self._urls.clear()
