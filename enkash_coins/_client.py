@@ -451,16 +451,18 @@ class CoinAllocator(AsyncClosing):
             cached = shared.headers = _header_sets(token)
         body = call.body
         transport = shared.transport
-        if type(transport) is AiohttpTransport and "send" not in transport.__dict__:  # send not replaced
+        if (type(transport) is AiohttpTransport and AiohttpTransport.send is _AIOHTTP_SEND
+                and "send" not in transport.__dict__):  # nobody subclassed, patched or wrapped send
             # aiohttp takes a CIMultiDictProxy as it is (a dict is converted on every request).
             headers: Mapping[str, str] = cached[3] if body else cached[4]
             if self._extra:
                 headers = CIMultiDictProxy(CIMultiDict({**self._extra, **headers}))
             session = transport._ready()  # a closed transport raises here, before anything is sent
             return transport._exchange(session, call.method, call.path, headers, body, self._timeout)
-        headers = cached[1] if body else cached[2]
-        if self._extra:
-            headers = {**self._extra, **headers}
+        if isinstance(transport, AiohttpTransport):
+            transport._ready()  # likewise behind a subclass's or a wrapper's send
+        # A copy: a transport may change its request's headers (a signature), never the next one's.
+        headers = {**(self._extra or {}), **(cached[1] if body else cached[2])}
         return self._send(Request(call.method, call.path, headers, body, self._timeout))
 
     async def _token(self) -> str:
@@ -494,12 +496,14 @@ class CoinAllocator(AsyncClosing):
         if response is None:  # raised outside the handler: no raw exception in the chain
             raise _broken(transport, failure)
         # A Response, or anything with its fields (the protocol's contract is duck-typed).
-        status, content = getattr(response, "status", None), getattr(response, "content", b"")
-        headers = getattr(response, "headers", None)
+        try:
+            status, content = getattr(response, "status", None), getattr(response, "content", b"")
+            headers, truncated = getattr(response, "headers", None), getattr(response, "truncated", False)
+        except Exception:  # a lookalike whose attributes raise: reported below, outside the handler
+            status = content = headers = truncated = None
         if not is_int(status) or not isinstance(content, (bytes, bytearray)):
             raise _broken(transport, f"it returned {type(response).__name__}, not a Response")
-        return (status, headers if isinstance(headers, Mapping) else {}, bytes(content),
-                getattr(response, "truncated", False) is True)
+        return status, headers if isinstance(headers, Mapping) else {}, bytes(content), truncated is True
 
     # -- the steps of one attempt (see _retry.Attempts) ---------------------
 
@@ -558,6 +562,9 @@ def _allocation(request_id: str, company_id: str, user_id: str, event: str, enve
 def _broken(transport: Transport, failure: str) -> TransportError:
     return TransportError(f"the transport {type(transport).__name__} failed: {failure}")
 
+
+#: The transport's own send: when it is still in place, the allocator may go around it.
+_AIOHTTP_SEND = AiohttpTransport.send
 
 #: The SDK's own providers: they hand a fresh cached token over without an await.
 _CACHING = (StaticToken, PasswordGrant)

@@ -351,10 +351,15 @@ def test_close_with_a_large_timeout_waits_instead_of_raising_overflow_error() ->
     """close(timeout=1e10), "wait as long as it takes": check_seconds accepts any finite number, then
     ``thread.join(timeout + ...)`` raises OverflowError (not an SDK error) after the close has begun,
     without waiting for the call in flight."""
+    ended = threading.Event()  # set on the loop when the call in flight has its answer (or is stopped)
+
     class Slow(ScriptedTransport):
         async def send(self, request: Request) -> Response:
             self.sent.append(request)
-            await asyncio.sleep(0.5)
+            try:
+                await asyncio.sleep(0.5)
+            finally:
+                ended.set()
             return envelope()
 
     transport = Slow(envelope())
@@ -367,10 +372,11 @@ def test_close_with_a_large_timeout_waits_instead_of_raising_overflow_error() ->
         error = closed.get("error")
         assert error is None or isinstance(error, InvalidInputError), f"close() raised {error!r}"
         if error is None:  # the call in flight ended first: with its result, or as close() ends calls on the wire
-            caller.join(0.2)  # its thread takes its outcome in a moment; the call itself needs 0.5 s more if not ended
-            ended = box.get("error")
-            assert "result" in box or (isinstance(ended, ClientClosedError) and ended.outcome_unknown), (
-                f"close() returned before the call in flight ended: {box}")
+            assert ended.is_set(), "close() returned before the call in flight ended"
+            caller.join(5)  # its thread takes its outcome a moment after close() returns
+            failure = box.get("error")
+            assert "result" in box or (isinstance(failure, ClientClosedError) and failure.outcome_unknown), (
+                f"the call in flight has no outcome: {box}")
     finally:
         coins.close(timeout=1)
         caller.join(5)
