@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from conftest import serve_app
 from enkash_coins import (
     AiohttpTransport,
     ClientClosedError,
@@ -52,15 +53,8 @@ async def echo() -> AsyncIterator[tuple[str, list[list[tuple[str, str]]]]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as base:
+        yield base, seen
 
 
 # -- findings ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import pytest
 from aiohttp import web
 from cli_helpers import Served, cli, seed_file, serve
 
+from conftest import serve_app
 from enkash_coins import (
     AiohttpTransport,
     CoinAllocator,
@@ -254,19 +255,10 @@ async def test_a_view_of_a_view_sends_a_header_once_when_names_differ_only_in_ca
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        coins = CoinAllocator(AiohttpTransport(f"http://127.0.0.1:{port}", timeout=5), auth=StaticToken("t"),
-                              company_id=COMPANY, retry=ONE)
-        async with coins:
-            view = coins.with_options(headers={"X-Trace": "outer"}).with_options(headers={"x-trace": "inner"})
-            await view.allocate(user_id="U1", event=EVENT)
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as base, CoinAllocator(AiohttpTransport(base, timeout=5), auth=StaticToken("t"),
+                                                     company_id=COMPANY, retry=ONE) as coins:
+        view = coins.with_options(headers={"X-Trace": "outer"}).with_options(headers={"x-trace": "inner"})
+        await view.allocate(user_id="U1", event=EVENT)
     assert got == [["inner"]]  # HELD on the wire: aiohttp folds the two names into one header
 
 
