@@ -112,9 +112,9 @@ async def _no_abandoned_tasks() -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: web.Application) -> AsyncIterator[str]:
+async def serve_app(app: web.Application, *, handler_cancellation: bool = False) -> AsyncIterator[str]:
     """Serve ``app`` on 127.0.0.1 at a free port; yields its base URL, stops it on exit."""
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, handler_cancellation=handler_cancellation)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -15,7 +15,7 @@ from aiohttp import web
 from yarl import URL
 
 from aioresponses_shim import aioresponses
-from conftest import COMPANY, FAST
+from conftest import COMPANY, FAST, serve_app
 from enkash_coins import (
     AiohttpTransport,
     ClientClosedError,
@@ -95,13 +95,8 @@ async def server() -> AsyncIterator[tuple[str, dict[str, int]]]:
     app.router.add_get("/slow", slow)
     app.router.add_get("/drop", drop)
     app.router.add_get("/big", big)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", hits
-    await runner.cleanup()
+    async with serve_app(app, handler_cancellation=True) as base:
+        yield base, hits
 
 
 async def test_real_socket_round_trip_and_one_pooled_session(server: tuple[str, dict[str, int]]) -> None:

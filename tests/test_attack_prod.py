@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from test_transport_servers import answer, error_chain_text, raw_server
 from thread_helpers import SlowOk
 
-from conftest import COMPANY, FAST, ScriptedTransport, envelope
+from conftest import COMPANY, FAST, ScriptedTransport, envelope, serve_app
 from enkash_coins import (
     AiohttpTransport,
     ClientClosedError,
@@ -200,22 +200,14 @@ async def test_a_views_timeout_also_bounds_the_token_fetch() -> None:
     app = web.Application()
     app.router.add_post("/oauth/token", token)
     app.router.add_post("/api/v0/enkash-coins/allocate-coin", allocate)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        grant = PasswordGrant(username="u", password="p", client_id="c", client_secret="s")
-        async with asyncio.timeout(20), CoinAllocator(AiohttpTransport(f"http://127.0.0.1:{port}", timeout=8),
-                                                      auth=grant, company_id=COMPANY) as coins:
-            fast = coins.with_options(timeout=0.3, retry=RetryPolicy(max_attempts=1))
-            started = time.monotonic()
-            with pytest.raises(EnKashError):
-                await fast.allocate(user_id="U", event="E")
-            assert time.monotonic() - started < 1.5
-    finally:
-        await runner.cleanup()
+    grant = PasswordGrant(username="u", password="p", client_id="c", client_secret="s")
+    async with serve_app(app, handler_cancellation=True) as base, asyncio.timeout(20), \
+            CoinAllocator(AiohttpTransport(base, timeout=8), auth=grant, company_id=COMPANY) as coins:
+        fast = coins.with_options(timeout=0.3, retry=RetryPolicy(max_attempts=1))
+        started = time.monotonic()
+        with pytest.raises(EnKashError):
+            await fast.allocate(user_id="U", event="E")
+        assert time.monotonic() - started < 1.5
 
 
 # -- HTTPStatusError.headers -------------------------------------------------------------------------------
