@@ -509,25 +509,25 @@ class CoinAllocator(AsyncClosing):
 
     def _start(self, call: Call) -> Awaitable[Answer]:
         """Send the attempt: with a fresh cached token, no coroutine of its own (the hot path)."""
-        shared = self._shared
-        if shared.state is _State.CLOSED:
-            raise ClientClosedError(f"the CoinAllocator was closed before this {call.operation} call was sent")
-        auth = shared.auth
+        auth = self._shared.auth
         token = auth.current() if isinstance(auth, _CACHING) else None
         if token is None:
             return self._start_with_token(call)
+        return self._hand_over(call, token)
+
+    async def _start_with_token(self, call: Call) -> Answer:
+        if self._shared.state is _State.CLOSED:  # no token is asked for by a closed allocator
+            raise _closed_unsent(call)
+        return await self._hand_over(call, await self._token())
+
+    def _hand_over(self, call: Call, token: str) -> Awaitable[Answer]:
+        """The exchange with ``token``; ``call.sending`` is set only once nothing can refuse it unsent."""
+        if self._shared.state is _State.CLOSED:  # closed before, or while the token was awaited
+            raise _closed_unsent(call)
         call.token = token
         exchange = self._exchange(call, token)
         call.sending = True
         return exchange
-
-    async def _start_with_token(self, call: Call) -> Answer:
-        token = call.token = await self._token()
-        if self._shared.state is _State.CLOSED:  # closed while the token was awaited: nothing sent
-            raise ClientClosedError(f"the CoinAllocator was closed before this {call.operation} call was sent")
-        exchange = self._exchange(call, token)
-        call.sending = True
-        return await exchange
 
     def _refused(self, call: Call) -> bool:
         if call.token is None or not self._shared.auth.invalidate(call.token):
@@ -557,6 +557,10 @@ def _allocation(request_id: str, company_id: str, user_id: str, event: str, enve
     payload = envelope.payload
     return Allocation(request_id=request_id, company_id=company_id, user_id=user_id, event=event,
                       message=payload if isinstance(payload, str) else envelope.response_message)
+
+
+def _closed_unsent(call: Call) -> ClientClosedError:
+    return ClientClosedError(f"the CoinAllocator was closed before this {call.operation} call was sent")
 
 
 def _broken(transport: Transport, failure: str) -> TransportError:

@@ -23,7 +23,7 @@ from ._json import loads
 from ._models import Envelope
 from ._transports import Response
 
-__all__ = ["check_answer", "check_response", "parse_retry_after", "status_error"]
+__all__ = ["check_answer", "parse_retry_after", "status_error"]
 
 _STATUS_ERRORS: dict[int, type[HTTPStatusError]] = {
     400: InvalidRequestError,
@@ -73,20 +73,18 @@ def _envelope(data: Any) -> Envelope | None:
     return Envelope(code, message, data.get("payload"))
 
 
-def check_response(response: Response, *, request_id: str | None = None) -> Envelope:
-    """Return the envelope of a successful response, or raise the matching error.
+def check_answer(status: int, headers: Mapping[str, str], content: bytes, truncated: bool,
+                 request_id: str | None) -> Envelope:
+    """Return the envelope of a successful answer, or raise the matching error.
+
+    Takes a response's parts (:data:`~enkash_coins._transports._base.Answer`): the hot
+    path builds no :class:`Response`.
 
     Raises:
         APIError: the envelope's ``response_code`` is non-zero.
         HTTPStatusError: a non-2xx status (the subclass says which).
         ResponseDecodeError: a 2xx whose body is not an envelope.
     """
-    return check_answer(response.status, response.headers, response.content, response.truncated, request_id)
-
-
-def check_answer(status: int, headers: Mapping[str, str], content: bytes, truncated: bool,
-                 request_id: str | None) -> Envelope:
-    """:func:`check_response` on the parts of a response (the hot path builds no Response)."""
     if 200 <= status < 300:
         if len(content) <= _MEMO_MAX_BODY and not truncated:
             envelope = _MEMO.get(content)
