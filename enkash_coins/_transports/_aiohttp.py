@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import os
 import re
 import ssl as _ssl
 import sys
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
 import aiohttp
@@ -62,6 +63,27 @@ _REASON = re.compile(r"[A-Za-z0-9_ ,.:()'-]{1,120}")
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 #: Route URLs kept for reuse (a handful in practice; the cap only bounds odd use).
 _MAX_URLS = 64
+#: The keywords the transport passes to a session's request.
+_KEYWORDS = frozenset({"data", "headers", "timeout", "allow_redirects", "proxy", "ssl", "raise_for_status",
+                       "auto_decompress", "read_bufsize"})
+
+
+def _takes_keywords(method: object) -> bool:
+    try:
+        return inspect.iscoroutinefunction(method) and _KEYWORDS.issubset(inspect.signature(method).parameters)
+    except (TypeError, ValueError):
+        return False
+
+
+#: ``ClientSession.request`` only wraps ``_request`` in a context manager the transport
+#: does not enter; awaited, that wrapper and its awaiter are two more objects alive for
+#: every pending request, which the garbage collector walks again and again. So the
+#: transport awaits ``_request`` itself, as long as ``request`` is aiohttp's own (not
+#: replaced on the class, a subclass or the session) and ``_request`` takes its keywords;
+#: the tools that intercept aiohttp (aioresponses, vcrpy, tracers) patch ``_request``.
+_REQUEST = aiohttp.ClientSession.request
+_DIRECT = _takes_keywords(getattr(aiohttp.ClientSession, "_request", None))
+
 
 class AiohttpTransport(AsyncClosing):
     """Sends requests through one pooled :class:`aiohttp.ClientSession`.
@@ -206,8 +228,13 @@ class AiohttpTransport(AsyncClosing):
             # Awaited, not ``async with``: a body read to its end has closed the response and
             # given the connection back already (releasing it again is not free); an answer
             # left unread, or one whose connection was upgraded (a 101), is released here.
-            resp = await session.request(method, url, data=content or None, headers=headers, timeout=limit,
-                                         allow_redirects=False, **self._options)
+            request: Callable[..., Awaitable[aiohttp.ClientResponse]]
+            if _DIRECT and type(session).request is _REQUEST and "request" not in session.__dict__:
+                request = session._request  # see _DIRECT
+            else:
+                request = session.request
+            resp = await request(method, url, data=content or None, headers=headers, timeout=limit,
+                                 allow_redirects=False, **self._options)
             try:
                 length = resp.content_length  # EnKash's usual small JSON answer: read at once, here
                 if length is not None and length <= self._max_bytes and "Content-Encoding" not in resp.headers:
