@@ -16,7 +16,7 @@ import re
 import ssl as _ssl
 import sys
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
 import aiohttp
@@ -228,13 +228,11 @@ class AiohttpTransport(AsyncClosing):
             # Awaited, not ``async with``: a body read to its end has closed the response and
             # given the connection back already (releasing it again is not free); an answer
             # left unread, or one whose connection was upgraded (a 101), is released here.
-            request: Callable[..., Awaitable[aiohttp.ClientResponse]]
-            if _DIRECT and type(session).request is _REQUEST and "request" not in session.__dict__:
-                request = session._request  # see _DIRECT
-            else:
-                request = session.request
-            resp = await request(method, url, data=content or None, headers=headers, timeout=limit,
-                                 allow_redirects=False, **self._options)
+            # One expression, so that no bound method stays alive across the wait (see _DIRECT).
+            direct = _DIRECT and type(session).request is _REQUEST and "request" not in session.__dict__
+            resp = await (session._request if direct else session.request)(
+                method, url, data=content or None, headers=headers, timeout=limit, allow_redirects=False,
+                **self._options)
             try:
                 length = resp.content_length  # EnKash's usual small JSON answer: read at once, here
                 if length is not None and length <= self._max_bytes and "Content-Encoding" not in resp.headers:
