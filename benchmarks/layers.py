@@ -5,8 +5,9 @@ Four variants, interleaved in one process on core 0 against the bench server on 
 standard library's JSON everywhere:
 
 A. raw aiohttp: ``session.post(url, json=...)`` and ``await response.json()``;
-B. raw aiohttp called as the SDK's transport calls it (a bytes body, its headers, a URL
-   built once, the session's defaults for the rest, the response awaited, not entered);
+B. raw aiohttp called as the SDK's transport calls it (``_request`` without the context
+   manager around it, a bytes body, its headers, a URL built once, the session's
+   defaults for the rest, the response awaited, not entered);
 C. ``AiohttpTransport.send`` with a ready :class:`~enkash_coins.Request`;
 D. ``CoinAllocator.allocate``.
 
@@ -60,8 +61,8 @@ async def measure(base: str, gc_off: bool, calls: int = CALLS, rounds: int = ROU
                 await response.json()
 
         async def b(i: int) -> None:  # the transport's own session has the other settings as defaults
-            response = await tuned.request("POST", route, data=json.dumps(body(i)).encode(), headers=headers,
-                                           timeout=timeout, allow_redirects=False)
+            response = await tuned._request("POST", route, data=json.dumps(body(i)).encode(), headers=headers,
+                                            timeout=timeout, allow_redirects=False)
             json.loads(await response.read())
 
         async def c(i: int) -> None:
