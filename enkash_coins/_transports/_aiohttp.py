@@ -15,6 +15,7 @@ import os
 import re
 import ssl as _ssl
 import sys
+import types
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
@@ -75,14 +76,26 @@ def _takes_keywords(method: object) -> bool:
         return False
 
 
+def _is_aiohttps_own(function: object) -> bool:
+    """Whether ``function`` is the one defined in aiohttp's client module (not a wrapper
+    an instrumentation installed before this module was imported)."""
+    code = getattr(function, "__code__", None)
+    try:
+        return (type(function) is types.FunctionType and code is not None
+                and os.path.samefile(code.co_filename, aiohttp.client.__file__))
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 #: ``ClientSession.request`` only wraps ``_request`` in a context manager the transport
 #: does not enter; awaited, that wrapper and its awaiter are two more objects alive for
 #: every pending request, which the garbage collector walks again and again. So the
-#: transport awaits ``_request`` itself, as long as ``request`` is aiohttp's own (not
-#: replaced on the class, a subclass or the session) and ``_request`` takes its keywords;
-#: the tools that intercept aiohttp (aioresponses, vcrpy, tracers) patch ``_request``.
+#: transport awaits ``_request`` itself, but only for a plain ``aiohttp.ClientSession``
+#: (no subclass, mock or proxy) whose ``request`` is aiohttp's own, on the class and on
+#: the session, and while ``_request`` takes the transport's keywords. The tools that
+#: intercept aiohttp below ``request`` (aioresponses, vcrpy, tracers) patch ``_request``.
 _REQUEST = aiohttp.ClientSession.request
-_DIRECT = _takes_keywords(getattr(aiohttp.ClientSession, "_request", None))
+_DIRECT = _is_aiohttps_own(_REQUEST) and _takes_keywords(getattr(aiohttp.ClientSession, "_request", None))
 
 
 class AiohttpTransport(AsyncClosing):
@@ -229,7 +242,8 @@ class AiohttpTransport(AsyncClosing):
             # given the connection back already (releasing it again is not free); an answer
             # left unread, or one whose connection was upgraded (a 101), is released here.
             # One expression, so that no bound method stays alive across the wait (see _DIRECT).
-            direct = _DIRECT and type(session).request is _REQUEST and "request" not in session.__dict__
+            direct = (_DIRECT and type(session) is aiohttp.ClientSession and aiohttp.ClientSession.request is _REQUEST
+                      and "request" not in getattr(session, "__dict__", ()))
             resp = await (session._request if direct else session.request)(
                 method, url, data=content or None, headers=headers, timeout=limit, allow_redirects=False,
                 **self._options)
