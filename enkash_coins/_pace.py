@@ -7,13 +7,11 @@ shape), judged once a second on the share of requests answered 429:
   ``max_pause``); the items that met it are retried after the pause. Another pause
   comes only after a quiet spell, so a limit that keeps answering a few 429s at its
   edge cannot stop the run again and again;
-* judged over at least a second and ``SAMPLE`` requests (or at once on ``SAMPLE // 2``
-  429s, what EnKash accepted then measured over the span they came in): above
-  ``CUT_ABOVE`` 429s, the rate drops to ``BACKOFF`` times what EnKash accepted; below
-  ``GROW_BELOW`` it grows by ``GROWTH`` (never above the caller's ``rate``); in between
-  it holds. It never drops below ``FLOOR`` of the best rate EnKash accepted in the run,
-  so a server that answers a few percent 429s whatever the rate cannot drag a run to a
-  crawl.
+* judged over at least a second and ``SAMPLE`` requests: above ``CUT_ABOVE`` 429s,
+  the rate drops to ``BACKOFF`` times what EnKash accepted; below ``GROW_BELOW`` it
+  grows by ``GROWTH`` (never above the caller's ``rate``); in between it holds. It
+  never drops below ``FLOOR`` of the best rate EnKash accepted in the run, so a server
+  that answers a few percent 429s whatever the rate cannot drag a run to a crawl.
 """
 
 from __future__ import annotations
@@ -124,9 +122,7 @@ class Pacer:
                 self.rate = max(1.0, FLOOR * self._best, BACKOFF * self.rate)
             else:  # the first limit of the run: go on below what got through until now
                 got = max(0, self._sent - self._limited) / max(now - self._second, 1.0)
-                # The window being counted may have begun a moment ago (an unpaced run is judged too):
-                # what a whole judged window got through counts as well.
-                self.rate = max(1.0, BACKOFF * max(got, self._best))
+                self.rate = max(1.0, BACKOFF * got)
             self._second, self._sent, self._limited = self.paused_until, 0, 0  # judge what follows the pause
             self.throttles += 1
             log.warning("EnKash answered 429: the run pauses %.1fs, then goes on at %.0f requests/s",
@@ -144,19 +140,13 @@ class Pacer:
         storm = self._limited >= SAMPLE // 2  # many 429s already: no need to wait for a full second
         if not storm and (span < 1.0 or (self._sent < SAMPLE and span < 5.0)):
             return
-        got = max(0, self._sent - self._limited)
         # Over less than a second a burst (a limit's bucket refilled during a pause) would look like a
         # huge rate: count it as one second's worth.
-        accepted = got / max(span, 1.0)
+        accepted = max(0, self._sent - self._limited) / max(span, 1.0)
         self._best = max(self._best, accepted)
         if self._sent:
             share = self._limited / self._sent
             if share > CUT_ABOVE:  # the first cut is what starts pacing a run that had no rate
-                if self.rate is not None:
-                    # A storm judged before a full second: what EnKash accepted is ``got`` over the span,
-                    # not over a second (that would cut a run at the limit to a fraction of it); the pace
-                    # caps it, so a burst cannot make it look higher than the rate the run was sent at.
-                    accepted = min(self.rate, got / span if span > 0 else math.inf)
                 self.rate = max(1.0, FLOOR * self._best, BACKOFF * min(self.rate or math.inf, accepted))
             elif share < GROW_BELOW and self.rate is not None:
                 grown = self.rate + max(1.0, self.rate * GROWTH)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -20,9 +18,7 @@ from enkash_coins import (
     Request,
     Response,
     StaticToken,
-    _pace,
 )
-from enkash_coins._pace import BACKOFF, Pacer
 
 OK = envelope(payload="Successfully allocated enkash Coins")
 
@@ -110,90 +106,3 @@ async def test_bad_rate_settings_are_refused(bad: dict[str, object]) -> None:
     coins = CoinAllocator(Timed(OK), auth=StaticToken("t"), company_id=COMPANY)
     with pytest.raises(InvalidInputError):
         await coins.allocate_many(rows(1), **bad)  # type: ignore[arg-type]
-
-
-class FakeTime:
-    """A clock for a :class:`Pacer`, and the sleep its ``start`` awaits: sleeping moves the clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-
-
-@pytest.fixture
-def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    clock = FakeTime()
-    monkeypatch.setattr(_pace, "asyncio", SimpleNamespace(sleep=clock.sleep))
-    return clock
-
-
-async def test_a_storm_of_429s_cuts_to_what_enkash_accepted_over_its_span(fake_time: FakeTime) -> None:
-    pacer = Pacer(400.0, clock=fake_time)
-    started = await pacer.start()
-    assert pacer.throttled(started, 1.0) == 1.0  # the first 429: a pause, then 340/s
-    for _ in range(130):  # after the pause the limit lets 130 through ...
-        await pacer.start()
-        pacer.succeeded()
-    for _ in range(50):  # ... then answers 429 (no new pause: not quiet yet): a storm, judged at once
-        started = await pacer.start()
-        pacer.throttled(started, 1.0)
-    span = 179 / 340  # from the end of the pause to the 180th start
-    # EnKash accepted 130 over that span (247/s), not over a full second (130/s, which cut the run
-    # to a third of what the limit takes).
-    assert pacer.rate == pytest.approx(BACKOFF * 130 / span)
-
-
-async def test_the_first_limit_soon_after_a_judged_second_keeps_what_that_second_got_through(
-        fake_time: FakeTime) -> None:
-    pacer = Pacer(clock=fake_time)  # no rate: as fast as the workers go
-    for _ in range(600):  # 600 in the first second, all accepted ...
-        await pacer.start()
-        fake_time.now += 1 / 600
-        pacer.succeeded()
-    for _ in range(10):  # ... judged; 10 more, then the first 429
-        await pacer.start()
-        fake_time.now += 1 / 600
-        pacer.succeeded()
-    started = await pacer.start()
-    pacer.throttled(started, 1.0)
-    # Not 85% of 10 requests/s (the 10 counted since the judgement, as if over a second).
-    assert pacer.rate == pytest.approx(BACKOFF * 600, rel=0.01)
-
-
-async def run_against_a_limit(clock: FakeTime, limit: float, rows: int, latency: float) -> tuple[float, float]:
-    """One worker sends ``rows`` through a :class:`Pacer` to a token bucket like the fake's
-    (``limit``/s, holding one second's worth; a 429 asks for its wait rounded up to a second),
-    each request taking ``latency``: the share of the limit kept, and the share of 429s."""
-    pacer = Pacer(clock=clock)
-    tokens, then, began = limit, clock(), clock()
-    done = limited = 0
-    for _ in range(20 * rows):  # bounded: every row is retried after at most a few 429s
-        if done == rows or clock() - began > 10 * rows / limit:
-            break
-        started = await pacer.start()
-        clock.now += latency
-        now = clock()
-        tokens, then = min(limit, tokens + (now - then) * limit), now
-        if tokens >= 1:
-            tokens -= 1
-            done += 1
-            pacer.succeeded()
-        else:
-            limited += 1
-            pacer.throttled(started, max(1, math.ceil((1 - tokens) / limit)))
-    assert done == rows
-    return done / (clock() - began) / limit, limited / (done + limited)
-
-
-@pytest.mark.parametrize("latency_ms", [0.5, 0.7, 0.9, 1.1, 1.3, 1.7, 2.0, 2.3, 2.7, 3.0])
-async def test_a_run_against_a_limit_keeps_most_of_it_whenever_the_limit_is_met(
-        fake_time: FakeTime, latency_ms: float) -> None:
-    # The latency moves the moment the bucket runs dry against the pacer's judged seconds: every
-    # phase must end near the limit, with few 429s.
-    kept, share = await run_against_a_limit(fake_time, 300.0, 6000, latency_ms / 1000)
-    assert kept >= 0.8 and share <= 0.05, (kept, share)
