@@ -10,12 +10,12 @@ and middlewares, timeouts and cancellation, a closed caller's session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
 
@@ -182,9 +182,9 @@ async def test_a_subclass_routing_request_through_getattribute_is_honoured() -> 
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    async with serve_app(app) as base, Routed() as session:
-        async with _coins(AiohttpTransport(base, session=session)) as coins:
-            await coins.allocate(user_id="U1", event="REFERRAL_EVENT", request_id="R1")
+    async with serve_app(app) as base, Routed() as session, \
+            _coins(AiohttpTransport(base, session=session)) as coins:
+        await coins.allocate(user_id="U1", event="REFERRAL_EVENT", request_id="R1")
     assert seen == ["POST"]
 
 
@@ -287,10 +287,10 @@ async def test_guard_trace_configs_and_middlewares_see_the_request(path: bool) -
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    async with serve_app(app) as base, aiohttp.ClientSession(trace_configs=[trace],
-                                                              middlewares=(middleware,)) as session:
-        async with _coins(AiohttpTransport(base, session=session)) as coins:
-            await coins.allocate(user_id="U1", event="REFERRAL_EVENT", request_id="R1")
+    async with serve_app(app) as base, \
+            aiohttp.ClientSession(trace_configs=[trace], middlewares=(middleware,)) as session, \
+            _coins(AiohttpTransport(base, session=session)) as coins:
+        await coins.allocate(user_id="U1", event="REFERRAL_EVENT", request_id="R1")
     assert events == ["start POST", "middleware", "end 200"]
     assert got == ["1"]
 
@@ -300,10 +300,8 @@ async def test_guard_cancel_and_timeout_release_the_connection_and_hide_the_toke
 
     async def handle(request: web.Request) -> web.Response:
         await request.read()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(release.wait(), 5)
-        except TimeoutError:
-            pass
         return web.Response(body=BODY, content_type="application/json")
 
     app = web.Application()
