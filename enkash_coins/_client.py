@@ -46,6 +46,7 @@ from ._retry import Call, RetryBudget, RetryEvent, RetryPolicy, may_have_applied
 from ._routes import ALLOCATE, BALANCE, CREATE_EVENT, EVENT
 from ._telemetry import watch_budget
 from ._transports import AiohttpTransport, Request, Transport
+from ._transports._aiohttp import takes_plain_values
 from ._transports._base import Answer
 
 __all__ = ["CoinAllocator"]
@@ -451,8 +452,7 @@ class CoinAllocator(AsyncClosing):
             cached = shared.headers = _header_sets(token)
         body = call.body
         transport = shared.transport
-        if (type(transport) is AiohttpTransport and AiohttpTransport.send is _AIOHTTP_SEND
-                and "send" not in transport.__dict__):  # nobody subclassed, patched or wrapped send
+        if takes_plain_values(transport):
             # aiohttp takes a CIMultiDictProxy as it is (a dict is converted on every request).
             headers: Mapping[str, str] = cached[3] if body else cached[4]
             if self._extra:
@@ -566,9 +566,6 @@ def _closed_unsent(call: Call) -> ClientClosedError:
 def _broken(transport: Transport, failure: str) -> TransportError:
     return TransportError(f"the transport {type(transport).__name__} failed: {failure}")
 
-
-#: The transport's own send: when it is still in place, the allocator may go around it.
-_AIOHTTP_SEND = AiohttpTransport.send
 
 #: The SDK's own providers: they hand a fresh cached token over without an await.
 _CACHING = (StaticToken, PasswordGrant)

@@ -18,7 +18,7 @@ import sys
 import types
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 import aiohttp
 from aiohttp.http_exceptions import ContentEncodingError
@@ -263,14 +263,18 @@ class AiohttpTransport(AsyncClosing):
             raise
         except Exception as exc:  # only SDK errors leave; built here, raised below without context
             try:
-                error = self._failure(exc, method, self._base_url + path if path[:1] == "/" else path, limit, session)
+                error = self._failure(exc, method, self._absolute(path), limit, session)
             except Exception:  # never let the translation be what escapes
                 error = TransportError(f"{method} {type(exc).__name__}")
         raise error from None
 
+    def _absolute(self, path: str) -> str:
+        """``path`` after the base URL, or as it is when it is already absolute."""
+        return self._base_url + path if path[:1] == "/" else path
+
     def _url(self, path: str) -> URL:
         """The URL of ``path``; paths without a query string (the routes) are kept for reuse."""
-        url = URL(self._base_url + path if path[:1] == "/" else path, encoded=True)
+        url = URL(self._absolute(path), encoded=True)
         if "?" not in path:  # query strings carry user ids: never kept
             if len(self._urls) >= _MAX_URLS:
                 self._urls.clear()
@@ -354,6 +358,18 @@ class AiohttpTransport(AsyncClosing):
             self._session = None
             await session.close()
         self._session = None
+
+
+
+#: The transport's own send, as defined above.
+_SEND = AiohttpTransport.send
+
+
+def takes_plain_values(transport: object) -> TypeGuard[AiohttpTransport]:
+    """Whether the allocator may hand ``transport`` plain values (:meth:`AiohttpTransport._exchange`)
+    instead of a :class:`Request`: only an ``AiohttpTransport`` whose ``send`` nobody subclassed,
+    patched on the class or replaced on the instance (those must see every request)."""
+    return type(transport) is AiohttpTransport and AiohttpTransport.send is _SEND and "send" not in transport.__dict__
 
 
 # -- error translation ---------------------------------------------------------
